@@ -1,0 +1,177 @@
+# Caracal's persistent and wire formats.
+#
+# Versioning: every frame carries `Frame.version`; readers reject a frame whose
+# major version they do not know. Within a version, fields are only ever added
+# (Cap'n Proto's evolution rules: new fields get new ordinals, nothing is
+# renumbered or retyped), so an older reader ignores what it does not know.
+@0xe92430bbddae1088;
+
+using Cxx = import "/capnp/c++.capnp";
+$Cxx.namespace("caracal::wire");
+
+const formatVersion :UInt16 = 1;
+
+# ---------------------------------------------------------------- log entries
+
+enum EntryType {
+  initialize @0;     # no-op a new leader commits at the start of its term
+  command @1;        # a client command (payload: Command)
+  register @2;       # opens a client session; the session id is this entry's index
+  keepAlive @3;      # batched keep-alives of many sessions
+  unregister @4;     # closes (or, when `expired`, expires) a session
+  configuration @5;  # a cluster membership (payload: Configuration)
+  time @6;           # advances log time in an idle cluster
+}
+
+# One log entry. `timestamp` is log time in microseconds, stamped by the leader
+# as max(previous entry's timestamp, leader clock): it never goes backwards.
+struct Entry {
+  index @0 :UInt64;
+  term @1 :UInt64;
+  timestamp @2 :Int64;
+  type @3 :EntryType;
+  payload @4 :Data;
+}
+
+# A run of indexes [first, last] that compaction removed, all of one term. The
+# term stays known so Raft's log-matching check works across holes.
+struct HoleRun {
+  first @0 :UInt64;
+  last @1 :UInt64;
+  term @2 :UInt64;
+}
+
+# What one on-disk log record holds.
+struct LogRecord {
+  union {
+    entry @0 :Entry;
+    holes @1 :HoleRun;
+  }
+}
+
+# ------------------------------------------------------------- configuration
+
+enum MemberType {
+  active @0;    # votes and replicates
+  passive @1;   # replicates, does not vote
+  reserve @2;   # keeps the configuration only (standby)
+  inactive @3;
+}
+
+struct Member {
+  id @0 :UInt64;
+  address @1 :Text;   # host:port of its Raft/client endpoint
+  type @2 :MemberType;
+}
+
+struct Configuration {
+  members @0 :List(Member);
+}
+
+# Raft's durable hard state (the metadata file).
+struct HardState {
+  term @0 :UInt64;
+  votedFor @1 :UInt64;   # 0 = none
+}
+
+# ---------------------------------------------------------------- raft messages
+
+struct RequestVote {
+  term @0 :UInt64;
+  lastLogIndex @1 :UInt64;
+  lastLogTerm @2 :UInt64;
+  preVote @3 :Bool;
+  leadershipTransfer @4 :Bool;   # set when answering TimeoutNow: bypasses leader stickiness
+}
+
+struct RequestVoteResponse {
+  term @0 :UInt64;
+  granted @1 :Bool;
+  preVote @2 :Bool;
+}
+
+struct AppendEntries {
+  term @0 :UInt64;
+  prevLogIndex @1 :UInt64;
+  prevLogTerm @2 :UInt64;
+  entries @3 :List(Entry);     # present entries, ascending index
+  holes @4 :List(HoleRun);     # indexes in (prevLogIndex, last] absent from `entries`
+  commitIndex @5 :UInt64;
+  round @6 :UInt64;            # leader's heartbeat round, echoed back (read index)
+}
+
+struct AppendEntriesResponse {
+  term @0 :UInt64;
+  success @1 :Bool;
+  matchIndex @2 :UInt64;       # on success: highest index known to match and be durable
+  conflictIndex @3 :UInt64;    # on failure: where the leader should retry from
+  conflictTerm @4 :UInt64;     # on failure: term at conflictIndex (0 if none)
+  round @5 :UInt64;
+  lastIndex @6 :UInt64;        # follower's last log index (for fast back-off)
+}
+
+struct TimeoutNow {
+  term @0 :UInt64;
+}
+
+struct InstallSnapshot {
+  term @0 :UInt64;
+  index @1 :UInt64;            # last index covered by the snapshot
+  snapshotTerm @2 :UInt64;
+  offset @3 :UInt64;           # byte offset of this chunk (resumable transfer)
+  data @4 :Data;
+  done @5 :Bool;
+  configuration @6 :Configuration;
+}
+
+struct InstallSnapshotResponse {
+  term @0 :UInt64;
+  index @1 :UInt64;
+  nextOffset @2 :UInt64;
+  done @3 :Bool;
+}
+
+struct RaftMessage {
+  from @0 :UInt64;
+  to @1 :UInt64;
+  union {
+    requestVote @2 :RequestVote;
+    requestVoteResponse @3 :RequestVoteResponse;
+    appendEntries @4 :AppendEntries;
+    appendEntriesResponse @5 :AppendEntriesResponse;
+    timeoutNow @6 :TimeoutNow;
+    installSnapshot @7 :InstallSnapshot;
+    installSnapshotResponse @8 :InstallSnapshotResponse;
+  }
+}
+
+# ---------------------------------------------------------------- client protocol
+# Filled in by the sessions issue; declared now so the frame union is stable.
+
+struct ClientRequest {
+  requestId @0 :UInt64;
+  body @1 :Data;
+}
+
+struct ClientResponse {
+  requestId @0 :UInt64;
+  body @1 :Data;
+}
+
+# ---------------------------------------------------------------- frames
+# On the wire every message is one Frame; see framing.h for the byte layout.
+
+struct Hello {
+  nodeId @0 :UInt64;           # 0 for a client
+  clusterId @1 :Text;
+}
+
+struct Frame {
+  version @0 :UInt16 = 1;
+  union {
+    hello @1 :Hello;
+    raft @2 :RaftMessage;
+    clientRequest @3 :ClientRequest;
+    clientResponse @4 :ClientResponse;
+  }
+}

@@ -1,0 +1,49 @@
+#ifndef CARACAL_SERIALIZATION_CODEC_H_
+#define CARACAL_SERIALIZATION_CODEC_H_
+
+// Conversions between Caracal's plain values and their Cap'n Proto encodings.
+// Every decoder takes bytes from outside (disk, network) and returns a
+// Status naming what was wrong; none throws or crashes on any input.
+
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "absl/status/statusor.h"
+#include "framework/common/types.h"
+#include "framework/raft/message.h"
+#include "serialization/caracal.capnp.h"
+
+namespace caracal::serialization {
+
+// ---- log records (disk) ----
+using LogRecordValue = std::variant<Entry, HoleRun>;
+void AppendEntryRecord(const Entry& entry, std::string* out);
+void AppendHoleRecord(const HoleRun& holes, std::string* out);
+absl::StatusOr<LogRecordValue> DecodeLogRecordBody(std::string_view body);
+
+// ---- hard state (metadata file) ----
+std::string EncodeHardState(const HardState& state);
+absl::StatusOr<HardState> DecodeHardState(std::string_view bytes);
+
+// ---- wire frames ----
+// Builders fill a wire::Frame; the body is then framed with AppendFrame.
+void AppendRaftFrame(const raft::Message& message, std::string* out);
+
+struct HelloValue {
+  NodeId node_id = 0;
+  std::string cluster_id;
+};
+void AppendHelloFrame(const HelloValue& hello, std::string* out);
+
+// A decoded frame body.
+using FrameValue = std::variant<HelloValue, raft::Message>;
+absl::StatusOr<FrameValue> DecodeFrame(std::string_view body);
+
+// Fills/reads Cap'n Proto builders directly (for callers composing bigger messages).
+void ToWire(const Entry& entry, wire::Entry::Builder out);
+absl::StatusOr<Entry> FromWire(wire::Entry::Reader in);
+
+}  // namespace caracal::serialization
+
+#endif  // CARACAL_SERIALIZATION_CODEC_H_

@@ -1,0 +1,110 @@
+#ifndef CARACAL_SERIALIZATION_FRAMING_H_
+#define CARACAL_SERIALIZATION_FRAMING_H_
+
+// Byte framing for Cap'n Proto messages on disk and on the wire.
+//
+// A *record* (disk) is
+//
+//   offset 0   u32 LE  body length in bytes (a multiple of 8, > 0)
+//   offset 4   u32 LE  record format (kRecordFormat)
+//   offset 8   u64 LE  XXH3-64 of bytes [0, 8) followed by the body
+//   offset 16  body: one Cap'n Proto message, flat-array encoding
+//
+// so a record is 16 + length bytes and every body starts 8-byte aligned when the
+// record does. A torn write shows up as a short record or a checksum mismatch;
+// a length larger than kMaxRecordBytes is treated as corruption, never
+// allocated.
+//
+// A *frame* (wire, over TCP) is
+//
+//   offset 0   u32 LE  body length in bytes (a multiple of 8, > 0)
+//   offset 4   u32 LE  kFrameMagic
+//   offset 8   body: one Cap'n Proto message (a caracal::wire::Frame)
+//
+// TCP already checksums; the magic catches a peer that is not speaking Caracal.
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "capnp/message.h"
+#include "capnp/serialize.h"
+
+namespace caracal::serialization {
+
+inline constexpr uint32_t kRecordFormat = 1;
+inline constexpr size_t kRecordHeaderBytes = 16;
+inline constexpr size_t kMaxRecordBytes = 64u << 20;
+
+inline constexpr uint32_t kFrameMagic = 0x4c435243;  // "CRCL"
+inline constexpr size_t kFrameHeaderBytes = 8;
+inline constexpr size_t kMaxFrameBytes = 64u << 20;
+
+// XXH3-64 of `data`.
+uint64_t Checksum(std::string_view data);
+
+// Appends `message` as one record to `out`.
+void AppendRecord(capnp::MessageBuilder& message, std::string* out);
+
+// Outcome of looking at the bytes that should start with a record.
+struct RecordView {
+  enum class Kind {
+    kOk,         // `body` holds a checked body; the record is `size` bytes long
+    kIncomplete, // fewer bytes than the header announces (a torn tail)
+    kCorrupt,    // bad length, unknown format or checksum mismatch
+  };
+  Kind kind = Kind::kCorrupt;
+  std::string_view body;
+  size_t size = 0;
+  std::string reason;  // for kCorrupt / kIncomplete: what was wrong
+};
+RecordView ReadRecord(std::string_view data);
+
+// Appends `message` as one wire frame to `out`.
+void AppendFrame(capnp::MessageBuilder& message, std::string* out);
+
+// Bytes of a message as a flat array (no framing).
+std::string MessageBytes(capnp::MessageBuilder& message);
+
+// A Cap'n Proto reader over bytes that came from outside (disk or network):
+// bounded traversal, and a word-aligned private copy when `bytes` is not
+// aligned. Reading fields may still throw kj::Exception on hostile input;
+// decoders wrap their field access in DecodeGuard (codec.h).
+class MessageReader {
+ public:
+  static absl::StatusOr<std::unique_ptr<MessageReader>> Parse(std::string_view bytes);
+  template <typename T>
+  typename T::Reader Root() {
+    return reader_->getRoot<T>();
+  }
+
+ private:
+  MessageReader() = default;
+  kj::Array<capnp::word> copy_;
+  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+};
+
+// Splits a byte stream into frames. Feed it what the socket delivered; take
+// whole frame bodies out. A malformed header is a sticky error: the
+// connection is to be closed.
+class FrameSplitter {
+ public:
+  void Feed(std::string_view bytes) { buffer_.append(bytes); }
+  // Next frame body if a whole one is buffered, an empty optional-like status
+  // kUnavailable if more bytes are needed, or kDataLoss on a malformed header.
+  absl::StatusOr<std::string> Next();
+  size_t buffered() const { return buffer_.size() - consumed_; }
+
+ private:
+  std::string buffer_;
+  size_t consumed_ = 0;
+  absl::Status error_;
+};
+
+}  // namespace caracal::serialization
+
+#endif  // CARACAL_SERIALIZATION_FRAMING_H_
