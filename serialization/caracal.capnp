@@ -108,6 +108,7 @@ struct AppendEntriesResponse {
   conflictTerm @4 :UInt64;     # on failure: term at conflictIndex (0 if none)
   round @5 :UInt64;
   lastIndex @6 :UInt64;        # follower's last log index (for fast back-off)
+  rejectedIndex @7 :UInt64;    # on failure: the prevLogIndex that did not match
 }
 
 struct TimeoutNow {

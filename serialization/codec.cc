@@ -171,6 +171,7 @@ void AppendRaftFrame(const raft::Message& m, std::string* out) {
           o.setConflictTerm(b.conflict_term);
           o.setRound(b.round);
           o.setLastIndex(b.last_index);
+          o.setRejectedIndex(b.rejected_index);
         } else if constexpr (std::is_same_v<T, raft::TimeoutNow>) {
           r.initTimeoutNow().setTerm(b.term);
         }
@@ -228,7 +229,7 @@ absl::StatusOr<raft::Message> DecodeRaft(wire::RaftMessage::Reader r) {
       auto i = r.getAppendEntriesResponse();
       m.body = raft::AppendEntriesResponse{i.getTerm(),          i.getSuccess(), i.getMatchIndex(),
                                            i.getConflictIndex(), i.getConflictTerm(), i.getRound(),
-                                           i.getLastIndex()};
+                                           i.getLastIndex(),     i.getRejectedIndex()};
       break;
     }
     case wire::RaftMessage::TIMEOUT_NOW:

@@ -48,6 +48,7 @@ struct AppendEntriesResponse {
   Term conflict_term = 0;
   uint64_t round = 0;
   Index last_index = 0;
+  Index rejected_index = 0;
   friend bool operator==(const AppendEntriesResponse&, const AppendEntriesResponse&) = default;
 };
 

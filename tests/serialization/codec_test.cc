@@ -32,7 +32,7 @@ TEST(CodecTest, EveryRaftMessageKindRoundTrips) {
       {1, 2, raft::RequestVote{5, 9, 4, true, false}},
       {2, 1, raft::RequestVoteResponse{5, true, true}},
       {1, 3, append},
-      {3, 1, raft::AppendEntriesResponse{7, false, 0, 8, 5, 33, 20}},
+      {3, 1, raft::AppendEntriesResponse{7, false, 0, 8, 5, 33, 20, 12}},
       {1, 2, raft::TimeoutNow{9}},
   };
   for (const auto& m : messages) EXPECT_EQ(RoundTrip(m), m) << raft::MessageKindName(m);
