@@ -1,0 +1,729 @@
+#include "framework/transport/tcp_transport.h"
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "boost/asio/ip/tcp.hpp"
+#include "boost/asio/post.hpp"
+#include "boost/asio/read.hpp"
+#include "boost/asio/steady_timer.hpp"
+#include "boost/asio/write.hpp"
+#include "serialization/codec.h"
+#include "serialization/framing.h"
+#include "spdlog/spdlog.h"
+
+namespace caracal::transport {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+absl::StatusOr<HostPort> ParseHostPort(const std::string& address) {
+  size_t colon = address.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("address '", address, "' has no port; expected host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  std::string port_text = address.substr(colon + 1);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("address '", address, "' has no host; expected host:port"));
+  }
+  uint32_t port = 0;
+  if (!absl::SimpleAtoi(port_text, &port) || port > 65535 || port_text.empty() ||
+      port_text.find_first_not_of("0123456789") != std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address '", address, "' has a bad port '", port_text, "'; expected a number in [0, 65535]"));
+  }
+  return HostPort{std::move(host), static_cast<uint16_t>(port)};
+}
+
+namespace internal {
+namespace {
+
+std::string Describe(const tcp::socket& socket) {
+  error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  if (ec) return "unknown address";
+  return absl::StrCat(endpoint.address().to_string(), ":", endpoint.port());
+}
+
+// The message of a Status, as a std::string (absl::string_view is not
+// std::string_view in this build, and fmt knows only the latter).
+std::string Reason(const absl::Status& status) { return std::string(status.message()); }
+
+}  // namespace
+
+// Counters shared by every connection of one transport. Atomic only so that
+// Stats() may be read from another thread; all writers are on the io thread.
+struct Counters {
+  std::atomic<uint64_t> messages_sent{0};
+  std::atomic<uint64_t> messages_received{0};
+  std::atomic<uint64_t> bytes_sent{0};
+  std::atomic<uint64_t> bytes_received{0};
+  std::atomic<uint64_t> messages_dropped{0};
+  std::atomic<uint64_t> connects{0};
+  std::atomic<uint64_t> connect_failures{0};
+  std::atomic<uint64_t> accepts{0};
+  std::atomic<uint64_t> rejected_connections{0};
+  std::atomic<uint64_t> decode_errors{0};
+
+  static void Add(std::atomic<uint64_t>& counter, uint64_t n = 1) { counter.fetch_add(n, std::memory_order_relaxed); }
+
+  TransportStats Snapshot() const {
+    auto get = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
+    TransportStats s;
+    s.messages_sent = get(messages_sent);
+    s.messages_received = get(messages_received);
+    s.bytes_sent = get(bytes_sent);
+    s.bytes_received = get(bytes_received);
+    s.messages_dropped = get(messages_dropped);
+    s.connects = get(connects);
+    s.connect_failures = get(connect_failures);
+    s.accepts = get(accepts);
+    s.rejected_connections = get(rejected_connections);
+    s.decode_errors = get(decode_errors);
+    return s;
+  }
+};
+
+class OutboundPeer;
+class InboundConnection;
+
+// Everything a TcpTransport owns. Shared so that pending asynchronous
+// operations can keep it alive after the TcpTransport is gone; they check
+// closed() first and then do nothing.
+//
+// Invariants: after Close(), peers_ and inbound_ are empty, handler_ is null
+// and closed_ stays true. inbound_by_node_ maps a node id to the one
+// connection in inbound_ that said Hello with that id.
+class TcpTransportCore : public std::enable_shared_from_this<TcpTransportCore> {
+ public:
+  TcpTransportCore(asio::io_context& io, NodeId self, std::string cluster_id, TcpTransportOptions options)
+      : io_(io),
+        self_(self),
+        cluster_id_(std::move(cluster_id)),
+        options_(options),
+        accept_retry_timer_(io) {}
+
+  void AddPeers(const absl::flat_hash_map<NodeId, std::string>& peers);
+  absl::Status Listen(const std::string& address);
+  uint16_t port() const { return port_; }
+  void SetPeerAddress(NodeId id, std::string address);
+  void Close();
+  void Send(raft::Message message);
+  void SetHandler(Transport::MessageHandler handler) {
+    if (closed_) return;
+    handler_ = handler ? std::make_shared<const Transport::MessageHandler>(std::move(handler)) : nullptr;
+  }
+
+  // For the connections.
+  asio::io_context& io() { return io_; }
+  NodeId self() const { return self_; }
+  const std::string& cluster_id() const { return cluster_id_; }
+  const TcpTransportOptions& options() const { return options_; }
+  Counters& counters() { return counters_; }
+  const Counters& counters() const { return counters_; }
+  bool closed() const { return closed_; }
+  absl::BitGen& rng() { return rng_; }
+  void Deliver(raft::Message message);
+  // `connection` said Hello as `node`; an older connection of `node` is closed.
+  void BindInbound(InboundConnection* connection, NodeId node);
+  void ForgetInbound(InboundConnection* connection, NodeId node);
+
+ private:
+  void StartAccept();
+  void OnAccept(error_code ec, tcp::socket socket);
+
+  asio::io_context& io_;
+  const NodeId self_;
+  const std::string cluster_id_;
+  const TcpTransportOptions options_;
+  Counters counters_;
+  absl::BitGen rng_;
+  bool closed_ = false;
+  // Copied before each call, so a handler may replace itself or Close().
+  std::shared_ptr<const Transport::MessageHandler> handler_;
+  std::optional<tcp::acceptor> acceptor_;
+  asio::steady_timer accept_retry_timer_;
+  uint16_t port_ = 0;
+  absl::flat_hash_map<NodeId, std::shared_ptr<OutboundPeer>> peers_;
+  absl::flat_hash_map<InboundConnection*, std::shared_ptr<InboundConnection>> inbound_;
+  absl::flat_hash_map<NodeId, InboundConnection*> inbound_by_node_;
+};
+
+// The sending side towards one peer: its queue, its connection (at most one
+// at a time) and its back-off.
+//
+// States: kIdle (no connection; nothing queued, or the address is unknown),
+// kConnecting (resolving/connecting conn_), kConnected (conn_ usable; the
+// Hello goes out with the first write), kBackoff (waiting on retry_timer_
+// before the next attempt; only while frames are queued).
+// Invariants: conn_ is non-null exactly in kConnecting and kConnected;
+// pending_ holds pending_count_ whole frames; at most one write is in flight
+// per connection, and its frames are in conn_->writing.
+class OutboundPeer : public std::enable_shared_from_this<OutboundPeer> {
+ public:
+  OutboundPeer(std::shared_ptr<TcpTransportCore> core, NodeId id)
+      : core_(std::move(core)), id_(id), retry_timer_(core_->io()), backoff_(core_->options().initial_backoff) {}
+
+  void Enqueue(const raft::Message& message);
+  void SetAddress(std::string address);
+  void Close();
+
+ private:
+  enum class State { kIdle, kConnecting, kConnected, kBackoff };
+
+  // One connection attempt and, once connected, the connection. Handlers
+  // hold it alive; `closed` tells them it was abandoned.
+  struct Connection {
+    explicit Connection(asio::io_context& io) : socket(io), resolver(io) {}
+    tcp::socket socket;
+    tcp::resolver resolver;
+    bool closed = false;
+    bool hello_sent = false;
+    bool write_in_flight = false;
+    std::string hello;
+    std::string writing;
+    size_t writing_count = 0;
+    char probe = 0;
+  };
+  using ConnectionPtr = std::shared_ptr<Connection>;
+
+  size_t QueuedBytes() const { return pending_.size() + (conn_ ? conn_->writing.size() : 0); }
+  bool Current(const ConnectionPtr& conn) const { return !closed_ && conn == conn_ && !conn->closed; }
+  void Connect();
+  void StartConnect(const ConnectionPtr& conn, const tcp::endpoint& endpoint);
+  void OnConnected(const ConnectionPtr& conn, error_code ec);
+  void StartWrite();
+  void OnWritten(const ConnectionPtr& conn, error_code ec, size_t bytes);
+  void StartProbe();
+  void OnProbe(const ConnectionPtr& conn, error_code ec);
+  void Fail(const std::string& reason);
+  void DropConnection();
+  void ScheduleRetry();
+  void Drop(size_t messages) { Counters::Add(core_->counters().messages_dropped, messages); }
+
+  const std::shared_ptr<TcpTransportCore> core_;
+  const NodeId id_;
+  std::optional<HostPort> address_;  // nullopt: not known yet
+  std::string address_text_;
+  State state_ = State::kIdle;
+  bool closed_ = false;
+  ConnectionPtr conn_;
+  std::string pending_;  // encoded frames not yet handed to a write
+  size_t pending_count_ = 0;
+  asio::steady_timer retry_timer_;
+  uint64_t retry_generation_ = 0;
+  std::chrono::milliseconds backoff_;
+  bool was_connected_ = false;  // for logging: the first failure after a connection is news
+};
+
+// One accepted connection. It starts in kAwaitingHello; a good Hello from a
+// server makes it kServer. (The client protocol will add kClient: a Hello
+// with node id 0, whose frames go to the client session layer instead of the
+// raft handler. HandleFrame is the one place that dispatches on the kind.)
+// Invariants: after Close(), closed_ is true, the socket is closed and the
+// core no longer lists this connection.
+class InboundConnection : public std::enable_shared_from_this<InboundConnection> {
+ public:
+  InboundConnection(std::shared_ptr<TcpTransportCore> core, tcp::socket socket)
+      : core_(std::move(core)),
+        socket_(std::move(socket)),
+        remote_(Describe(socket_)),
+        hello_timer_(core_->io()),
+        buffer_(core_->options().read_buffer_bytes) {}
+
+  void Start();
+  void Close();
+  // Closes with an error log naming the peer and the reason.
+  void Reject(const std::string& reason);
+
+ private:
+  enum class Kind { kAwaitingHello, kServer };
+
+  void Read();
+  void OnRead(error_code ec, size_t bytes);
+  void HandleFrame(const std::string& body);
+  void HandleHello(const serialization::HelloValue& hello);
+  void HandleRaft(raft::Message message);
+  std::string Who() const {
+    return kind_ == Kind::kServer ? absl::StrCat(remote_, " (node ", node_, ")") : remote_;
+  }
+
+  const std::shared_ptr<TcpTransportCore> core_;
+  tcp::socket socket_;
+  const std::string remote_;
+  asio::steady_timer hello_timer_;
+  std::vector<char> buffer_;  // reused by every read
+  serialization::FrameSplitter splitter_;
+  Kind kind_ = Kind::kAwaitingHello;
+  NodeId node_ = 0;
+  bool closed_ = false;
+};
+
+// ---------------------------------------------------------------- OutboundPeer
+
+void OutboundPeer::Enqueue(const raft::Message& message) {
+  if (closed_) return Drop(1);
+  const size_t limit = core_->options().max_queue_bytes;
+  const size_t queued = QueuedBytes();
+  if (queued >= limit) {
+    spdlog::debug("node {}: send queue to node {} is full ({} bytes); dropping {}", core_->self(), id_, queued,
+                  raft::MessageKindName(message));
+    return Drop(1);
+  }
+  const size_t before = pending_.size();
+  serialization::AppendRaftFrame(message, &pending_);
+  const size_t frame = pending_.size() - before;
+  if (frame > serialization::kMaxFrameBytes + serialization::kFrameHeaderBytes) {
+    pending_.resize(before);
+    spdlog::error("node {}: {} to node {} encodes to {} bytes, over the {}-byte frame limit; dropped", core_->self(),
+                  raft::MessageKindName(message), id_, frame, serialization::kMaxFrameBytes);
+    return Drop(1);
+  }
+  if (queued + frame > limit) {
+    pending_.resize(before);
+    spdlog::debug("node {}: send queue to node {} is full; dropping {} of {} bytes", core_->self(), id_,
+                  raft::MessageKindName(message), frame);
+    return Drop(1);
+  }
+  ++pending_count_;
+  switch (state_) {
+    case State::kIdle:
+      if (address_) Connect();
+      break;
+    case State::kConnected:
+      if (!conn_->write_in_flight) StartWrite();
+      break;
+    case State::kConnecting:
+    case State::kBackoff:
+      break;  // the queue goes out once connected
+  }
+}
+
+void OutboundPeer::SetAddress(std::string address) {
+  if (closed_ || (address_ && address == address_text_)) return;
+  address_.reset();
+  address_text_ = address;
+  if (!address.empty()) {
+    auto parsed = ParseHostPort(address);
+    if (parsed.ok()) {
+      address_ = *std::move(parsed);
+    } else {
+      spdlog::error("node {}: ignoring address of node {}: {}", core_->self(), id_, Reason(parsed.status()));
+    }
+  }
+  DropConnection();
+  ++retry_generation_;
+  retry_timer_.cancel();
+  backoff_ = core_->options().initial_backoff;
+  if (address_ && pending_count_ > 0) Connect();
+}
+
+void OutboundPeer::Close() {
+  if (closed_) return;
+  DropConnection();
+  closed_ = true;
+  ++retry_generation_;
+  retry_timer_.cancel();
+  Drop(pending_count_);
+  pending_count_ = 0;
+  std::string().swap(pending_);
+}
+
+void OutboundPeer::Connect() {
+  state_ = State::kConnecting;
+  conn_ = std::make_shared<Connection>(core_->io());
+  error_code ec;
+  auto ip = asio::ip::make_address(address_->host, ec);
+  if (!ec) return StartConnect(conn_, tcp::endpoint(ip, address_->port));
+  // A host name: resolve it first (asio runs getaddrinfo on its own thread).
+  auto self = shared_from_this();
+  auto conn = conn_;
+  conn->resolver.async_resolve(
+      address_->host, std::to_string(address_->port),
+      [self, conn](error_code ec, tcp::resolver::results_type results) {
+        if (!self->Current(conn)) return;
+        if (ec || results.empty()) {
+          Counters::Add(self->core_->counters().connect_failures);
+          return self->Fail(absl::StrCat("cannot resolve ", self->address_text_, ": ", ec.message()));
+        }
+        self->StartConnect(conn, *results.begin());
+      });
+}
+
+void OutboundPeer::StartConnect(const ConnectionPtr& conn, const tcp::endpoint& endpoint) {
+  conn->socket.async_connect(endpoint, [self = shared_from_this(), conn](error_code ec) { self->OnConnected(conn, ec); });
+}
+
+void OutboundPeer::OnConnected(const ConnectionPtr& conn, error_code ec) {
+  if (!Current(conn)) return;
+  if (ec) {
+    Counters::Add(core_->counters().connect_failures);
+    return Fail(absl::StrCat("cannot connect to ", address_text_, ": ", ec.message()));
+  }
+  error_code ignored;
+  conn->socket.set_option(tcp::no_delay(true), ignored);
+  Counters::Add(core_->counters().connects);
+  spdlog::debug("node {}: connected to node {} at {}", core_->self(), id_, address_text_);
+  state_ = State::kConnected;
+  backoff_ = core_->options().initial_backoff;
+  was_connected_ = true;
+  serialization::AppendHelloFrame({core_->self(), core_->cluster_id()}, &conn->hello);
+  StartProbe();
+  StartWrite();
+}
+
+void OutboundPeer::StartWrite() {
+  Connection& c = *conn_;
+  c.writing.swap(pending_);  // pending_ keeps the old buffer's capacity for reuse
+  pending_.clear();
+  c.writing_count = pending_count_;
+  pending_count_ = 0;
+  std::vector<asio::const_buffer> buffers;
+  if (!c.hello_sent) buffers.push_back(asio::buffer(c.hello));
+  if (!c.writing.empty()) buffers.push_back(asio::buffer(c.writing));
+  if (buffers.empty()) return;
+  c.write_in_flight = true;
+  asio::async_write(c.socket, buffers, [self = shared_from_this(), conn = conn_](error_code ec, size_t bytes) {
+    self->OnWritten(conn, ec, bytes);
+  });
+}
+
+void OutboundPeer::OnWritten(const ConnectionPtr& conn, error_code ec, size_t bytes) {
+  conn->write_in_flight = false;
+  if (!Current(conn)) return;  // DropConnection already counted its frames as dropped
+  Counters::Add(core_->counters().bytes_sent, bytes);
+  if (ec) return Fail(absl::StrCat("write to ", address_text_, " failed: ", ec.message()));
+  conn->hello_sent = true;
+  Counters::Add(core_->counters().messages_sent, conn->writing_count);
+  conn->writing_count = 0;
+  conn->writing.clear();
+  if (conn->writing.capacity() > (4u << 20)) std::string().swap(conn->writing);  // do not pin a burst's memory
+  if (pending_count_ > 0) StartWrite();
+}
+
+// The peer never sends on this connection; a read completes only when the
+// connection ends (or the peer misbehaves), which tells us promptly that the
+// peer went away instead of at the next write.
+void OutboundPeer::StartProbe() {
+  conn_->socket.async_read_some(asio::buffer(&conn_->probe, 1),
+                                [self = shared_from_this(), conn = conn_](error_code ec, size_t) {
+                                  self->OnProbe(conn, ec);
+                                });
+}
+
+void OutboundPeer::OnProbe(const ConnectionPtr& conn, error_code ec) {
+  if (!Current(conn)) return;
+  if (ec == asio::error::eof) return Fail(absl::StrCat("node ", id_, " at ", address_text_, " closed the connection"));
+  if (ec) return Fail(absl::StrCat("connection to ", address_text_, " failed: ", ec.message()));
+  Fail(absl::StrCat("node ", id_, " at ", address_text_, " sent data on an outbound raft connection"));
+}
+
+void OutboundPeer::Fail(const std::string& reason) {
+  if (was_connected_) {
+    spdlog::warn("node {}: connection to node {} lost: {}", core_->self(), id_, reason);
+    was_connected_ = false;
+  } else {
+    spdlog::debug("node {}: node {}: {}", core_->self(), id_, reason);
+  }
+  DropConnection();
+  if (pending_count_ > 0) ScheduleRetry();
+}
+
+void OutboundPeer::DropConnection() {
+  if (conn_) {
+    conn_->closed = true;
+    error_code ignored;
+    conn_->resolver.cancel();
+    conn_->socket.close(ignored);
+    if (conn_->write_in_flight) Drop(conn_->writing_count);
+    conn_.reset();
+  }
+  state_ = State::kIdle;
+}
+
+void OutboundPeer::ScheduleRetry() {
+  state_ = State::kBackoff;
+  const int64_t max_ms = std::max<int64_t>(1, backoff_.count());
+  const auto delay = std::chrono::milliseconds(absl::Uniform<int64_t>(core_->rng(), max_ms / 2, max_ms + 1));
+  backoff_ = std::min(backoff_ * 2, core_->options().max_backoff);
+  const uint64_t generation = ++retry_generation_;
+  retry_timer_.expires_after(delay);
+  retry_timer_.async_wait([self = shared_from_this(), generation](error_code ec) {
+    if (ec || self->closed_ || generation != self->retry_generation_ || self->state_ != State::kBackoff) return;
+    if (self->address_) self->Connect();
+  });
+}
+
+// ----------------------------------------------------------- InboundConnection
+
+void InboundConnection::Start() {
+  hello_timer_.expires_after(core_->options().hello_timeout);
+  hello_timer_.async_wait([self = shared_from_this()](error_code ec) {
+    if (ec || self->closed_ || self->kind_ != Kind::kAwaitingHello) return;
+    self->Reject(absl::StrCat("no Hello within ", self->core_->options().hello_timeout.count(), " ms"));
+  });
+  Read();
+}
+
+void InboundConnection::Close() {
+  if (closed_) return;
+  auto self = shared_from_this();  // the core's map may hold the last reference
+  closed_ = true;
+  error_code ignored;
+  socket_.close(ignored);
+  hello_timer_.cancel();
+  core_->ForgetInbound(this, kind_ == Kind::kServer ? node_ : 0);
+}
+
+void InboundConnection::Reject(const std::string& reason) {
+  spdlog::error("node {}: closing connection from {}: {}", core_->self(), Who(), reason);
+  Counters::Add(core_->counters().rejected_connections);
+  Close();
+}
+
+void InboundConnection::Read() {
+  socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](error_code ec, size_t bytes) {
+    self->OnRead(ec, bytes);
+  });
+}
+
+void InboundConnection::OnRead(error_code ec, size_t bytes) {
+  if (closed_ || core_->closed()) return;
+  if (ec) {
+    if (ec == asio::error::eof) {
+      spdlog::debug("node {}: {} closed its connection", core_->self(), Who());
+    } else {
+      spdlog::info("node {}: connection from {} failed: {}", core_->self(), Who(), ec.message());
+    }
+    return Close();
+  }
+  Counters::Add(core_->counters().bytes_received, bytes);
+  splitter_.Feed(std::string_view(buffer_.data(), bytes));
+  while (!closed_) {
+    auto body = splitter_.Next();
+    if (absl::IsUnavailable(body.status())) break;
+    if (!body.ok()) {
+      Counters::Add(core_->counters().decode_errors);
+      return Reject(Reason(body.status()));
+    }
+    HandleFrame(*body);
+  }
+  if (!closed_) Read();
+}
+
+void InboundConnection::HandleFrame(const std::string& body) {
+  auto frame = serialization::DecodeFrame(body);
+  if (!frame.ok()) {
+    Counters::Add(core_->counters().decode_errors);
+    return Reject(Reason(frame.status()));
+  }
+  if (auto* hello = std::get_if<serialization::HelloValue>(&*frame)) {
+    if (kind_ != Kind::kAwaitingHello) return Reject("a second Hello on one connection");
+    return HandleHello(*hello);
+  }
+  auto& message = std::get<raft::Message>(*frame);
+  switch (kind_) {
+    case Kind::kAwaitingHello:
+      return Reject(absl::StrCat("the first frame must be a Hello, got ", raft::MessageKindName(message)));
+    case Kind::kServer:
+      return HandleRaft(std::move(message));
+  }
+}
+
+void InboundConnection::HandleHello(const serialization::HelloValue& hello) {
+  if (hello.cluster_id != core_->cluster_id()) {
+    return Reject(absl::StrCat("Hello from node ", hello.node_id, " names cluster '", hello.cluster_id,
+                               "' but this is cluster '", core_->cluster_id(), "'"));
+  }
+  if (hello.node_id == 0) return Reject("client connections are not supported yet (Hello with node id 0)");
+  if (hello.node_id == core_->self()) {
+    return Reject(absl::StrCat("Hello claims this node's own id ", hello.node_id, "; are two servers sharing an id?"));
+  }
+  kind_ = Kind::kServer;
+  node_ = hello.node_id;
+  hello_timer_.cancel();
+  core_->BindInbound(this, node_);
+}
+
+void InboundConnection::HandleRaft(raft::Message message) {
+  if (message.from != node_) {
+    return Reject(absl::StrCat(raft::MessageKindName(message), " claims to be from node ", message.from,
+                               " on the connection of node ", node_));
+  }
+  if (message.to != core_->self()) {
+    return Reject(absl::StrCat(raft::MessageKindName(message), " is addressed to node ", message.to,
+                               ", but this is node ", core_->self(), "; check the peer addresses"));
+  }
+  core_->Deliver(std::move(message));
+}
+
+// ------------------------------------------------------------ TcpTransportCore
+
+void TcpTransportCore::AddPeers(const absl::flat_hash_map<NodeId, std::string>& peers) {
+  for (const auto& [id, address] : peers) SetPeerAddress(id, address);
+}
+
+absl::Status TcpTransportCore::Listen(const std::string& address) {
+  if (closed_) return absl::FailedPreconditionError("Listen after Close");
+  if (acceptor_) return absl::FailedPreconditionError(absl::StrCat("already listening on port ", port_));
+  auto parsed = ParseHostPort(address);
+  if (!parsed.ok()) return parsed.status();
+  error_code ec;
+  tcp::endpoint endpoint;
+  auto ip = asio::ip::make_address(parsed->host, ec);
+  if (!ec) {
+    endpoint = tcp::endpoint(ip, parsed->port);
+  } else {
+    tcp::resolver resolver(io_);
+    auto results = resolver.resolve(parsed->host, std::to_string(parsed->port), ec);
+    if (ec || results.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat("listen on ", address, ": cannot resolve '", parsed->host,
+                                                     "': ", ec ? ec.message() : std::string("no addresses")));
+    }
+    endpoint = *results.begin();
+  }
+  tcp::acceptor acceptor(io_);
+  const char* step = "open";
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) step = "bind", acceptor.bind(endpoint, ec);
+  if (!ec) step = "listen", acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("listen on ", address, ": ", step, ": ", ec.message()));
+  port_ = acceptor.local_endpoint(ec).port();
+  acceptor_.emplace(std::move(acceptor));
+  spdlog::info("node {}: listening on {}:{}", self_, endpoint.address().to_string(), port_);
+  StartAccept();
+  return absl::OkStatus();
+}
+
+void TcpTransportCore::StartAccept() {
+  acceptor_->async_accept([self = shared_from_this()](error_code ec, tcp::socket socket) {
+    self->OnAccept(ec, std::move(socket));
+  });
+}
+
+void TcpTransportCore::OnAccept(error_code ec, tcp::socket socket) {
+  if (closed_) return;
+  if (ec) {
+    // E.g. out of file descriptors: wait a little instead of spinning.
+    spdlog::warn("node {}: accept failed: {}; retrying in 100 ms", self_, ec.message());
+    accept_retry_timer_.expires_after(std::chrono::milliseconds(100));
+    accept_retry_timer_.async_wait([self = shared_from_this()](error_code ec) {
+      if (!ec && !self->closed_) self->StartAccept();
+    });
+    return;
+  }
+  Counters::Add(counters_.accepts);
+  if (inbound_.size() >= options_.max_inbound_connections) {
+    spdlog::warn("node {}: refusing connection from {}: already {} inbound connections", self_, Describe(socket),
+                 inbound_.size());
+    Counters::Add(counters_.rejected_connections);
+    error_code ignored;
+    socket.close(ignored);
+  } else {
+    error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto connection = std::make_shared<InboundConnection>(shared_from_this(), std::move(socket));
+    inbound_.emplace(connection.get(), connection);
+    connection->Start();
+  }
+  StartAccept();
+}
+
+void TcpTransportCore::BindInbound(InboundConnection* connection, NodeId node) {
+  auto [it, inserted] = inbound_by_node_.try_emplace(node, connection);
+  if (inserted) return;
+  InboundConnection* older = it->second;
+  it->second = connection;
+  spdlog::info("node {}: node {} reconnected; closing its older connection", self_, node);
+  older->Close();
+}
+
+void TcpTransportCore::ForgetInbound(InboundConnection* connection, NodeId node) {
+  if (auto it = inbound_by_node_.find(node); it != inbound_by_node_.end() && it->second == connection) {
+    inbound_by_node_.erase(it);
+  }
+  inbound_.erase(connection);
+}
+
+void TcpTransportCore::SetPeerAddress(NodeId id, std::string address) {
+  if (closed_ || id == self_) return;
+  auto& peer = peers_[id];
+  if (!peer) peer = std::make_shared<OutboundPeer>(shared_from_this(), id);
+  peer->SetAddress(std::move(address));
+}
+
+void TcpTransportCore::Send(raft::Message message) {
+  if (closed_) return Counters::Add(counters_.messages_dropped);
+  if (message.to == self_) {
+    Counters::Add(counters_.messages_sent);
+    asio::post(io_, [self = shared_from_this(), message = std::move(message)]() mutable {
+      if (!self->closed_) self->Deliver(std::move(message));
+    });
+    return;
+  }
+  auto it = peers_.find(message.to);
+  if (it == peers_.end()) {
+    spdlog::debug("node {}: no address for node {}; dropping {}", self_, message.to, raft::MessageKindName(message));
+    return Counters::Add(counters_.messages_dropped);
+  }
+  // Hold a reference: Enqueue may fail the connection, and nothing else pins the peer here.
+  auto peer = it->second;
+  peer->Enqueue(message);
+}
+
+void TcpTransportCore::Deliver(raft::Message message) {
+  auto handler = handler_;
+  if (!handler) return Counters::Add(counters_.messages_dropped);
+  Counters::Add(counters_.messages_received);
+  (*handler)(std::move(message));
+}
+
+void TcpTransportCore::Close() {
+  if (closed_) return;
+  closed_ = true;
+  handler_.reset();
+  error_code ignored;
+  if (acceptor_) acceptor_->close(ignored);
+  accept_retry_timer_.cancel();
+  auto peers = std::move(peers_);
+  peers_.clear();
+  for (auto& [id, peer] : peers) peer->Close();
+  auto inbound = std::move(inbound_);
+  inbound_.clear();
+  inbound_by_node_.clear();
+  for (auto& [raw, connection] : inbound) connection->Close();
+}
+
+}  // namespace internal
+
+// ---------------------------------------------------------------- TcpTransport
+
+TcpTransport::TcpTransport(boost::asio::io_context& io, NodeId self, std::string cluster_id,
+                           absl::flat_hash_map<NodeId, std::string> peers, TcpTransportOptions options)
+    : core_(std::make_shared<internal::TcpTransportCore>(io, self, std::move(cluster_id), options)) {
+  core_->AddPeers(peers);
+}
+
+TcpTransport::~TcpTransport() { core_->Close(); }
+
+absl::Status TcpTransport::Listen(const std::string& address) { return core_->Listen(address); }
+uint16_t TcpTransport::port() const { return core_->port(); }
+void TcpTransport::SetPeerAddress(NodeId id, std::string address) { core_->SetPeerAddress(id, std::move(address)); }
+void TcpTransport::Close() { core_->Close(); }
+void TcpTransport::Send(raft::Message message) { core_->Send(std::move(message)); }
+void TcpTransport::SetHandler(MessageHandler handler) { core_->SetHandler(std::move(handler)); }
+TransportStats TcpTransport::Stats() const { return core_->counters().Snapshot(); }
+NodeId TcpTransport::self() const { return core_->self(); }
+
+}  // namespace caracal::transport
