@@ -1,0 +1,548 @@
+#include "tests/sim/sim.h"
+
+#include <algorithm>
+#include <cassert>
+
+#include "absl/strings/str_cat.h"
+#include "serialization/codec.h"
+#include "serialization/framing.h"
+
+namespace caracal::sim {
+namespace {
+
+uint64_t Mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9E3779B97F4A7C15ull + (h << 6) + (h >> 2);
+  h ^= h >> 31;
+  h *= 0xBF58476D1CE4E5B9ull;
+  return h ^ (h >> 29);
+}
+
+uint64_t ItemHash(uint64_t prev, const SimDisk::Item& item) {
+  uint64_t h = Mix(prev, item.entry.index);
+  h = Mix(h, item.entry.term);
+  if (item.hole) return Mix(h, 0xdeadull);
+  h = Mix(h, static_cast<uint64_t>(item.entry.type));
+  h = Mix(h, static_cast<uint64_t>(item.entry.timestamp));
+  return Mix(h, serialization::Checksum(item.entry.payload.view()));
+}
+
+}  // namespace
+
+Faults Faults::All() {
+  Faults f;
+  f.drop = 0.05;
+  f.duplicate = 0.03;
+  f.min_delay = 100;
+  f.max_delay = 30'000;
+  f.fsync_min = 100;
+  f.fsync_max = 10'000;
+  f.partitions = true;
+  f.crashes = true;
+  f.torn_writes = true;
+  f.clock_drift = 0.02;
+  f.codec = true;
+  return f;
+}
+
+// ------------------------------------------------------------------ disk
+
+void SimDisk::Apply(std::vector<Item>& log, const raft::LogWrite& write, size_t max_items) {
+  log.resize(std::min<size_t>(log.size(), write.first - 1));
+  size_t e = 0, h = 0, n = 0;
+  Index next = write.first;
+  while (n < max_items && (e < write.entries.size() || h < write.holes.size())) {
+    Item item;
+    if (e < write.entries.size() && write.entries[e].index == next) {
+      item.entry = write.entries[e++];
+    } else {
+      const HoleRun& run = write.holes[h];
+      item.entry = Entry{next, run.term, 0, EntryType::kInitialize, Bytes()};
+      item.hole = true;
+      if (next == run.last) ++h;
+    }
+    item.prefix_hash = ItemHash(log.empty() ? 0 : log.back().prefix_hash, item);
+    log.push_back(std::move(item));
+    ++next;
+    ++n;
+  }
+}
+
+void SimDisk::Write(const raft::LogWrite& write) {
+  Apply(written_, write, SIZE_MAX);
+  pending_.push_back(write);
+}
+
+std::pair<Index, Term> SimDisk::Sync(size_t n) {
+  std::pair<Index, Term> last{0, 0};
+  for (size_t i = 0; i < n && !pending_.empty(); ++i) {
+    Apply(durable_, pending_.front(), SIZE_MAX);
+    last = {pending_.front().last(), pending_.front().last_term()};
+    pending_.pop_front();
+  }
+  return last;
+}
+
+void SimDisk::Crash(std::mt19937_64& rng, bool torn) {
+  size_t keep = pending_.empty() ? 0 : rng() % (pending_.size() + 1);
+  for (size_t i = 0; i < keep; ++i) {
+    Apply(durable_, pending_.front(), SIZE_MAX);
+    pending_.pop_front();
+  }
+  if (torn && !pending_.empty() && rng() % 2 == 0) {
+    const auto& w = pending_.front();
+    size_t items = w.last() - w.first + 1;
+    Apply(durable_, w, rng() % (items + 1));
+  }
+  pending_.clear();
+  written_ = durable_;
+}
+
+const SimDisk::Item* SimDisk::At(Index index) const {
+  if (index == 0 || index > written_.size()) return nullptr;
+  return &written_[index - 1];
+}
+
+uint64_t SimDisk::PrefixHash(Index index) const {
+  const Item* item = At(index);
+  return item ? item->prefix_hash : 0;
+}
+
+std::optional<Term> SimDisk::TermAt(Index index) const {
+  if (index == 0) return Term{0};
+  const Item* item = At(index);
+  if (!item) return std::nullopt;
+  return item->entry.term;
+}
+
+absl::Status SimDisk::Read(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries,
+                           std::vector<HoleRun>* holes) const {
+  if (from == 0 || to > written_.size() || from > to) {
+    return absl::OutOfRangeError(absl::StrCat("read [", from, ", ", to, "] outside [1, ", written_.size(), "]"));
+  }
+  size_t bytes = 0;
+  for (Index i = from; i <= to; ++i) {
+    const Item& item = written_[i - 1];
+    if (i > from && bytes >= max_bytes) break;
+    if (item.hole) {
+      if (!holes->empty() && holes->back().last + 1 == i && holes->back().term == item.entry.term) {
+        holes->back().last = i;
+      } else {
+        holes->push_back(HoleRun{i, i, item.entry.term});
+      }
+    } else {
+      entries->push_back(item.entry);
+      bytes += item.entry.payload.size();
+    }
+  }
+  return absl::OkStatus();
+}
+
+// ------------------------------------------------------------------ world
+
+struct World::Server {
+  NodeId id = 0;
+  SimDisk disk;
+  std::unique_ptr<raft::Raft> raft;  // null while crashed
+  uint64_t incarnation = 0;
+  double drift = 0;
+  Micros offset = 0;
+  Index applied = 0;
+  Index commit_checked = 0;  // committed entries up to here were compared with committed_
+  bool sync_in_flight = false;
+  raft::Role last_role = raft::Role::kFollower;
+};
+
+World::World(Options options) : options_(std::move(options)), rng_(options_.seed) {
+  for (int i = 1; i <= options_.nodes; ++i) {
+    auto s = std::make_unique<Server>();
+    s->id = static_cast<NodeId>(i);
+    if (options_.faults.clock_drift > 0) {
+      std::uniform_real_distribution<double> d(-options_.faults.clock_drift, options_.faults.clock_drift);
+      s->drift = d(rng_);
+    }
+    s->offset = static_cast<Micros>(rng_() % 1'000'000);
+    servers_.push_back(std::move(s));
+  }
+  for (auto& s : servers_) {
+    s->raft = std::make_unique<raft::Raft>(MakeConfig(s->id), &s->disk, s->disk.hard_state, LocalTime(*s),
+                                           LocalTime(*s));
+    ScheduleTick(*s);
+  }
+  if (options_.faults.crashes) ScheduleCrash();
+  if (options_.faults.partitions) SchedulePartition();
+}
+
+World::~World() = default;
+
+raft::Config World::MakeConfig(NodeId id) const {
+  raft::Config c;
+  c.id = id;
+  for (int i = 1; i <= options_.nodes; ++i) c.voters.push_back(static_cast<NodeId>(i));
+  c.election_timeout_min = 150'000;
+  c.election_timeout_max = 300'000;
+  c.heartbeat_interval = 50'000;
+  c.max_append_entries = 64;
+  c.max_inflight = 4;
+  c.seed = options_.seed;
+  if (options_.broken_node == 0 || static_cast<int>(id) == options_.broken_node) c.faults = options_.broken;
+  return c;
+}
+
+Micros World::LocalTime(const Server& s) const {
+  return s.offset + now_ + static_cast<Micros>(static_cast<double>(now_) * s.drift);
+}
+
+void World::Schedule(Micros at, std::function<void()> fn) { events_.push(Event{at, seq_++, std::move(fn)}); }
+
+void World::Trace(uint64_t a, uint64_t b) { trace_hash_ = Mix(Mix(trace_hash_, a), b); }
+
+void World::Fail(std::string what) {
+  if (!violation_) violation_ = absl::StrCat("at t=", now_, "us: ", what);
+}
+
+void World::ScheduleTick(Server& s) {
+  uint64_t inc = s.incarnation;
+  Schedule(now_ + 5'000, [this, &s, inc] {
+    if (!s.raft || s.incarnation != inc) return;
+    s.raft->Tick(LocalTime(s), LocalTime(s));
+    Process(s);
+    ScheduleTick(s);
+  });
+}
+
+void World::ScheduleSync(Server& s) {
+  if (s.sync_in_flight || s.disk.pending_writes() == 0) return;
+  s.sync_in_flight = true;
+  size_t n = s.disk.pending_writes();
+  std::uniform_int_distribution<Micros> d(options_.faults.fsync_min, options_.faults.fsync_max);
+  uint64_t inc = s.incarnation;
+  Schedule(now_ + d(rng_), [this, &s, inc, n] {
+    if (!s.raft || s.incarnation != inc) return;
+    s.sync_in_flight = false;
+    auto [index, term] = s.disk.Sync(n);
+    Trace(s.id * 1000 + 1, index);
+    s.raft->OnPersisted(index, term);
+    Process(s);
+    ScheduleSync(s);
+  });
+}
+
+void World::SendMessage(raft::Message m) {
+  ++stats_.messages_sent;
+  const Faults& f = options_.faults;
+  if (faults_on_ && blocked_.contains({m.from, m.to})) return;
+  std::uniform_real_distribution<double> p(0, 1);
+  if (faults_on_ && p(rng_) < f.drop) return;
+  int copies = faults_on_ && p(rng_) < f.duplicate ? 2 : 1;
+  if (f.codec) {
+    std::string frame;
+    serialization::AppendRaftFrame(m, &frame);
+    auto decoded = serialization::DecodeFrame(std::string_view(frame).substr(serialization::kFrameHeaderBytes));
+    if (!decoded.ok() || !std::holds_alternative<raft::Message>(*decoded) ||
+        !(std::get<raft::Message>(*decoded) == m)) {
+      Fail(absl::StrCat("codec round trip changed a ", raft::MessageKindName(m)));
+      return;
+    }
+  }
+  for (int c = 0; c < copies; ++c) {
+    std::uniform_int_distribution<Micros> d(f.min_delay, faults_on_ ? f.max_delay : f.min_delay * 4);
+    Schedule(now_ + d(rng_), [this, m] {
+      Server& to = *servers_[m.to - 1];
+      if (!to.raft) return;
+      if (faults_on_ && blocked_.contains({m.from, m.to})) return;  // a partition that began in flight
+      ++stats_.messages_delivered;
+      Trace(m.to * 1000 + 2, m.from * 7 + m.body.index());
+      to.raft->Step(m);
+      Process(to);
+    });
+  }
+}
+
+void World::Process(Server& s) {
+  while (s.raft && s.raft->HasReady()) {
+    raft::Ready r = s.raft->TakeReady();
+    if (r.hard_state) s.disk.hard_state = *r.hard_state;  // durable before any message goes out
+    if (r.write) {
+      if (r.write->first <= s.commit_checked) {
+        Fail(absl::StrCat("server ", s.id, " overwrites index ", r.write->first, " which it knew committed (",
+                          s.commit_checked, ")"));
+      }
+      s.disk.Write(*r.write);
+      ScheduleSync(s);
+    }
+    for (auto& m : r.messages) SendMessage(std::move(m));
+  }
+  if (!s.raft) return;
+  raft::Role role = s.raft->role();
+  if (role == raft::Role::kLeader && s.last_role != raft::Role::kLeader) {
+    ++stats_.elections_won;
+    Trace(s.id * 1000 + 3, s.raft->term());
+  }
+  s.last_role = role;
+  ApplyCommitted(s);
+}
+
+void World::ApplyCommitted(Server& s) {
+  Index commit = s.raft->commit();
+  Term term = s.raft->term();
+  stats_.max_commit = std::max(stats_.max_commit, commit);
+  // Commit durability: what this server believes committed must agree with
+  // everything any server ever believed committed.
+  Index known = std::min(commit, s.disk.LastIndex());
+  for (Index i = s.commit_checked + 1; i <= known; ++i) {
+    const SimDisk::Item* item = s.disk.At(i);
+    if (i > committed_.size()) {
+      committed_.emplace_back(item->entry.term, item->prefix_hash);
+    } else if (committed_[i - 1].second != item->prefix_hash) {
+      Fail(absl::StrCat("server ", s.id, " holds a different entry at committed index ", i, " (term ",
+                        item->entry.term, ", committed term ", committed_[i - 1].first, ")"));
+      return;
+    }
+    s.commit_checked = i;
+  }
+  if (known > 0) {
+    Index& max = committed_by_term_[term];
+    max = std::max(max, known);
+  }
+  Index applicable = std::min(commit, s.raft->stable_last());
+  while (s.applied < applicable) {
+    Index i = ++s.applied;
+    const SimDisk::Item* item = s.disk.At(i);
+    if (i > applied_hash_.size()) {
+      applied_hash_.push_back(item->prefix_hash);
+    } else if (applied_hash_[i - 1] != item->prefix_hash) {
+      Fail(absl::StrCat("state machine safety: server ", s.id, " applied a different entry at index ", i));
+      return;
+    }
+    ++stats_.applied_entries;
+  }
+}
+
+void World::CheckSafety() {
+  for (auto& sp : servers_) {
+    Server& s = *sp;
+    if (!s.raft || s.raft->role() != raft::Role::kLeader) continue;
+    Term t = s.raft->term();
+    auto [it, inserted] = leader_of_term_.emplace(t, s.id);
+    if (!inserted && it->second != s.id) {
+      Fail(absl::StrCat("election safety: servers ", it->second, " and ", s.id, " are both leaders of term ", t));
+      return;
+    }
+    // Leader completeness: everything committed before this term is in its log.
+    Index must_hold = 0;
+    for (auto c = committed_by_term_.begin(); c != committed_by_term_.end() && c->first < t; ++c) {
+      must_hold = std::max(must_hold, c->second);
+    }
+    if (must_hold > 0 && s.disk.PrefixHash(must_hold) != committed_[must_hold - 1].second) {
+      Fail(absl::StrCat("leader completeness: leader ", s.id, " of term ", t, " lacks committed index ", must_hold));
+      return;
+    }
+  }
+  // Log matching, pairwise: at the highest index where both logs hold the same
+  // term, the prefixes must be identical (which covers every lower index).
+  for (size_t a = 0; a < servers_.size(); ++a) {
+    for (size_t b = a + 1; b < servers_.size(); ++b) {
+      const SimDisk& da = servers_[a]->disk;
+      const SimDisk& db = servers_[b]->disk;
+      for (Index i = std::min(da.LastIndex(), db.LastIndex()); i > 0; --i) {
+        if (da.TermAt(i) != db.TermAt(i)) continue;
+        if (da.PrefixHash(i) != db.PrefixHash(i)) {
+          Fail(absl::StrCat("log matching: servers ", a + 1, " and ", b + 1, " agree on the term at index ", i,
+                            " but not on the log up to it"));
+        }
+        break;
+      }
+    }
+  }
+}
+
+void World::ScheduleCrash() {
+  {
+    Schedule(now_ + 200'000 + static_cast<Micros>(rng_() % 1'500'000), [this] {
+      if (!faults_on_) return;
+      Server& s = *servers_[rng_() % servers_.size()];
+      if (s.raft) {
+        Crash(s.id);
+        NodeId id = s.id;
+        Schedule(now_ + 50'000 + static_cast<Micros>(rng_() % 1'000'000), [this, id] { Restart(id); });
+      }
+      ScheduleCrash();
+    });
+  }
+}
+
+void World::SchedulePartition() {
+  {
+    Schedule(now_ + 300'000 + static_cast<Micros>(rng_() % 2'000'000), [this] {
+      if (!faults_on_) return;
+      ++stats_.partitions;
+      blocked_.clear();
+      int n = options_.nodes;
+      switch (rng_() % 4) {
+        case 0: {  // symmetric split into two groups
+          std::vector<int> side(n);
+          for (auto& x : side) x = static_cast<int>(rng_() % 2);
+          for (int a = 0; a < n; ++a)
+            for (int b = 0; b < n; ++b)
+              if (side[a] != side[b]) blocked_.insert({a + 1, b + 1});
+          break;
+        }
+        case 1: {  // isolate one server
+          NodeId x = rng_() % n + 1;
+          for (int b = 1; b <= n; ++b)
+            if (static_cast<NodeId>(b) != x) blocked_.insert({x, b}), blocked_.insert({b, x});
+          break;
+        }
+        case 2: {  // one-way cuts
+          int cuts = 1 + static_cast<int>(rng_() % n);
+          for (int i = 0; i < cuts; ++i) {
+            NodeId a = rng_() % n + 1, b = rng_() % n + 1;
+            if (a != b) blocked_.insert({a, b});
+          }
+          break;
+        }
+        default:  // healed for a while
+          break;
+      }
+      SchedulePartition();
+    });
+  }
+}
+
+void World::Crash(NodeId id) {
+  Server& s = *servers_[id - 1];
+  if (!s.raft) return;
+  ++stats_.crashes;
+  Trace(id * 1000 + 4, now_);
+  s.raft.reset();
+  ++s.incarnation;
+  s.sync_in_flight = false;
+  s.disk.Crash(rng_, options_.faults.torn_writes);
+  s.applied = 0;  // the state machine is rebuilt from the log
+  s.commit_checked = 0;
+  s.last_role = raft::Role::kFollower;
+}
+
+void World::Restart(NodeId id) {
+  Server& s = *servers_[id - 1];
+  if (s.raft) return;
+  Trace(id * 1000 + 5, now_);
+  s.raft = std::make_unique<raft::Raft>(MakeConfig(id), &s.disk, s.disk.hard_state, LocalTime(s), LocalTime(s));
+  ScheduleTick(s);
+}
+
+void World::Block(NodeId from, NodeId to) { blocked_.insert({from, to}); }
+
+std::optional<NodeId> World::Leader() const {
+  std::optional<NodeId> best;
+  Term best_term = 0;
+  for (const auto& s : servers_) {
+    if (s->raft && s->raft->role() == raft::Role::kLeader && s->raft->term() >= best_term) {
+      best = s->id;
+      best_term = s->raft->term();
+    }
+  }
+  return best;
+}
+
+absl::StatusOr<Index> World::Propose(std::string payload) {
+  std::optional<NodeId> leader = Leader();
+  if (!leader) return absl::UnavailableError("no leader");
+  Server& s = *servers_[*leader - 1];
+  auto index = s.raft->Propose(EntryType::kCommand, Bytes(std::move(payload)));
+  if (index.ok()) {
+    ++stats_.proposals;
+    Process(s);
+  }
+  return index;
+}
+
+const raft::Raft* World::Node(NodeId id) const { return servers_[id - 1]->raft.get(); }
+Index World::Applied(NodeId id) const { return servers_[id - 1]->applied; }
+
+absl::Status World::Step() {
+  Event e = events_.top();
+  events_.pop();
+  now_ = e.time;
+  ++stats_.events;
+  e.fn();
+  if (!violation_) CheckSafety();
+  if (violation_) return absl::InternalError(*violation_);
+  return absl::OkStatus();
+}
+
+absl::Status World::RunFor(Micros duration) {
+  Micros end = now_ + duration;
+  Micros next_proposal = now_;
+  while (!events_.empty() && events_.top().time <= end) {
+    if (options_.propose_interval > 0 && events_.top().time >= next_proposal) {
+      now_ = std::max(now_, next_proposal);
+      next_proposal = now_ + options_.propose_interval;
+      (void)Propose(absl::StrCat("op-", ++proposal_counter_));
+    }
+    if (auto s = Step(); !s.ok()) return s;
+  }
+  now_ = std::max(now_, end);
+  return absl::OkStatus();
+}
+
+void World::HealAll() {
+  faults_on_ = false;
+  blocked_.clear();
+  for (auto& s : servers_) {
+    if (!s->raft) Restart(s->id);
+  }
+}
+
+absl::Status World::CheckLiveness() {
+  // Within the window, a leader must commit a fresh marker and every server
+  // must apply it.
+  std::string marker = absl::StrCat("liveness-marker-", options_.seed);
+  Micros deadline = now_ + options_.liveness_window;
+  std::optional<std::pair<NodeId, Term>> proposed_at;
+  Index marker_index = 0;
+  while (now_ < deadline) {
+    std::optional<NodeId> leader = Leader();
+    if (leader && (!proposed_at || proposed_at->first != *leader || proposed_at->second != Node(*leader)->term())) {
+      auto index = Propose(marker);
+      if (index.ok()) {
+        proposed_at = {*leader, Node(*leader)->term()};
+        marker_index = *index;
+      }
+    }
+    if (marker_index > 0) {
+      bool all = true;
+      for (auto& s : servers_) {
+        const SimDisk::Item* item = s->disk.At(marker_index);
+        all = all && s->raft && s->applied >= marker_index && item && item->entry.payload.view() == marker;
+      }
+      if (all) return absl::OkStatus();
+    }
+    if (events_.empty()) break;
+    if (auto s = Step(); !s.ok()) return s;
+  }
+  return absl::DeadlineExceededError(absl::StrCat("liveness: no commit applied on every server within ",
+                                                  options_.liveness_window / 1000, " ms after healing (leader ",
+                                                  Leader().value_or(0), ")"));
+}
+
+absl::Status World::Run() {
+  if (auto s = RunFor(options_.duration); !s.ok()) return s;
+  HealAll();
+  return CheckLiveness();
+}
+
+std::string ReplayCommand(uint64_t seed) {
+  return absl::StrCat("CARACAL_SIM_SEED=", seed, " build/tests/raft_sim_test --gtest_filter='RaftSim.Replay'");
+}
+
+absl::Status RunSeed(uint64_t seed, const Options& base) {
+  Options o = base;
+  o.seed = seed;
+  World world(o);
+  absl::Status s = world.Run();
+  if (s.ok()) return s;
+  return absl::Status(s.code(), absl::StrCat("seed ", seed, ": ", s.message(), "\n  replay: ", ReplayCommand(seed)));
+}
+
+}  // namespace caracal::sim

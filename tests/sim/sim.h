@@ -1,0 +1,198 @@
+#ifndef CARACAL_TESTS_SIM_SIM_H_
+#define CARACAL_TESTS_SIM_SIM_H_
+
+// A deterministic, seeded world for the raft core: N servers in one process,
+// a simulated network (delay, loss, duplication, reordering, symmetric and
+// one-way partitions), simulated disks (a crash loses what was not fsynced
+// and may tear the last write), drifting clocks, and crash/restart of any
+// server at any time. Everything random comes from one PRNG seeded by
+// Options::seed, and events run in (time, sequence) order, so a seed replays
+// exactly.
+//
+// After every event the world checks Raft's safety properties:
+//   - election safety: at most one leader per term;
+//   - log matching: two logs holding the same term at an index hold the same
+//     prefix up to it;
+//   - leader completeness: a leader of term T holds every entry committed in
+//     an earlier term;
+//   - state machine safety: no two servers apply different entries at an
+//     index (also across restarts, when a server re-applies from its log);
+//   - commit durability: what a server once reported committed is never
+//     contradicted later, whatever crashed.
+// A violation stops the run with a description; the test prints the seed and
+// the command that replays it.
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <queue>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "framework/raft/raft.h"
+
+namespace caracal::sim {
+
+using raft::Micros;
+
+struct Faults {
+  double drop = 0.0;            // probability a message is lost
+  double duplicate = 0.0;       // probability a message is delivered twice
+  Micros min_delay = 200;       // per-message delay, uniform: reordering comes from it
+  Micros max_delay = 2'000;
+  Micros fsync_min = 100;
+  Micros fsync_max = 2'000;
+  bool partitions = false;      // symmetric splits, isolated nodes, one-way links
+  bool crashes = false;         // crash/restart with loss of unsynced writes
+  bool torn_writes = false;     // a crash may keep part of the last unsynced write
+  double clock_drift = 0.0;     // each clock runs at 1 +/- up to this rate
+  bool codec = false;           // send every message through the wire codec
+
+  static Faults None() { return Faults{}; }
+  static Faults All();
+};
+
+struct Options {
+  uint64_t seed = 1;
+  int nodes = 3;
+  Micros duration = 10'000'000;           // simulated time with faults on
+  Micros liveness_window = 10'000'000;    // after healing: a leader and a commit within this
+  Micros propose_interval = 20'000;       // a client proposal this often (to the leader)
+  Faults faults;
+  raft::FaultInjection broken;            // break the core (tests of the checks)
+  int broken_node = 1;                    // which server runs the broken core (0: all)
+};
+
+struct Stats {
+  uint64_t events = 0;
+  uint64_t messages_sent = 0;
+  uint64_t messages_delivered = 0;
+  uint64_t crashes = 0;
+  uint64_t partitions = 0;
+  uint64_t elections_won = 0;
+  uint64_t proposals = 0;
+  Index max_commit = 0;
+  uint64_t applied_entries = 0;
+};
+
+// A server's disk: the log as written (what reads see) and as durable (what
+// survives a crash), and the hard state (made durable before messages go out).
+class SimDisk : public raft::LogReader {
+ public:
+  struct Item {
+    Entry entry;
+    bool hole = false;
+    uint64_t prefix_hash = 0;  // hash of the whole log up to and including this item
+  };
+
+  // Applies `write` to the written log; it becomes durable at a later Sync.
+  void Write(const raft::LogWrite& write);
+  size_t pending_writes() const { return pending_.size(); }
+  // Makes the first `n` pending writes durable; returns (index, term) of the
+  // last one, what the raft core is told is persisted.
+  std::pair<Index, Term> Sync(size_t n);
+  // Loses unsynced writes; with `torn`, keeps a random prefix of them, the
+  // last one possibly cut short.
+  void Crash(std::mt19937_64& rng, bool torn);
+
+  const Item* At(Index index) const;
+  uint64_t PrefixHash(Index index) const;
+
+  Index FirstIndex() const override { return 1; }
+  Index LastIndex() const override { return written_.size(); }
+  std::optional<Term> TermAt(Index index) const override;
+  absl::Status Read(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries,
+                    std::vector<HoleRun>* holes) const override;
+
+  HardState hard_state;
+
+ private:
+  static void Apply(std::vector<Item>& log, const raft::LogWrite& write, size_t max_items);
+  std::vector<Item> written_;
+  std::vector<Item> durable_;
+  std::deque<raft::LogWrite> pending_;
+};
+
+class World {
+ public:
+  explicit World(Options options);
+  ~World();
+
+  // Runs the faulty phase for options.duration, then heals everything and
+  // checks liveness. Returns the first violation.
+  absl::Status Run();
+
+  // Pieces of Run, for tests that script a scenario.
+  absl::Status RunFor(Micros duration);
+  void HealAll();
+  absl::Status CheckLiveness();
+  std::optional<NodeId> Leader() const;       // an up leader (of the highest term)
+  absl::StatusOr<Index> Propose(std::string payload);  // at the current leader
+  const raft::Raft* Node(NodeId id) const;
+  Index Applied(NodeId id) const;
+  void Crash(NodeId id);
+  void Restart(NodeId id);
+  void Block(NodeId from, NodeId to);          // one-way link cut
+  Micros now() const { return now_; }
+  const Stats& stats() const { return stats_; }
+  // A digest of everything that happened, to show two runs of a seed agree.
+  uint64_t trace_hash() const { return trace_hash_; }
+
+ private:
+  struct Server;
+  struct Event {
+    Micros time;
+    uint64_t seq;
+    std::function<void()> fn;
+    bool operator>(const Event& o) const { return time != o.time ? time > o.time : seq > o.seq; }
+  };
+
+  void Schedule(Micros at, std::function<void()> fn);
+  absl::Status Step();  // runs one event, then the checks
+  void Process(Server& s);
+  void SendMessage(raft::Message m);
+  void ScheduleTick(Server& s);
+  void ScheduleSync(Server& s);
+  void ScheduleCrash();
+  void SchedulePartition();
+  void ApplyCommitted(Server& s);
+  Micros LocalTime(const Server& s) const;
+  raft::Config MakeConfig(NodeId id) const;
+  void Fail(std::string what);
+  void CheckSafety();
+  void Trace(uint64_t a, uint64_t b = 0);
+
+  Options options_;
+  std::mt19937_64 rng_;
+  Micros now_ = 0;
+  uint64_t seq_ = 0;
+  std::priority_queue<Event, std::vector<Event>, std::greater<>> events_;
+  std::vector<std::unique_ptr<Server>> servers_;  // index = id - 1
+  std::set<std::pair<NodeId, NodeId>> blocked_;
+  bool faults_on_ = true;
+  uint64_t proposal_counter_ = 0;
+
+  // What the checks have seen.
+  std::map<Term, NodeId> leader_of_term_;
+  std::vector<uint64_t> applied_hash_;                 // index-1 -> prefix hash applied
+  std::vector<std::pair<Term, uint64_t>> committed_;   // index-1 -> (term, prefix hash)
+  std::map<Term, Index> committed_by_term_;            // observer term -> max committed index seen
+  std::optional<std::string> violation_;
+  Stats stats_;
+  uint64_t trace_hash_ = 0;
+};
+
+// Runs one seed with all faults; on a violation the status says what broke,
+// with the seed and the one-line replay command.
+absl::Status RunSeed(uint64_t seed, const Options& base);
+std::string ReplayCommand(uint64_t seed);
+
+}  // namespace caracal::sim
+
+#endif  // CARACAL_TESTS_SIM_SIM_H_
