@@ -1,7 +1,6 @@
 #include "framework/transport/tcp_transport.h"
 
 #include <algorithm>
-#include <atomic>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -15,6 +14,7 @@
 #include "boost/asio/read.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "boost/asio/write.hpp"
+#include "framework/transport/counters.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"
 #include "spdlog/spdlog.h"
@@ -60,39 +60,6 @@ std::string Describe(const tcp::socket& socket) {
 std::string Reason(const absl::Status& status) { return std::string(status.message()); }
 
 }  // namespace
-
-// Counters shared by every connection of one transport. Atomic only so that
-// Stats() may be read from another thread; all writers are on the io thread.
-struct Counters {
-  std::atomic<uint64_t> messages_sent{0};
-  std::atomic<uint64_t> messages_received{0};
-  std::atomic<uint64_t> bytes_sent{0};
-  std::atomic<uint64_t> bytes_received{0};
-  std::atomic<uint64_t> messages_dropped{0};
-  std::atomic<uint64_t> connects{0};
-  std::atomic<uint64_t> connect_failures{0};
-  std::atomic<uint64_t> accepts{0};
-  std::atomic<uint64_t> rejected_connections{0};
-  std::atomic<uint64_t> decode_errors{0};
-
-  static void Add(std::atomic<uint64_t>& counter, uint64_t n = 1) { counter.fetch_add(n, std::memory_order_relaxed); }
-
-  TransportStats Snapshot() const {
-    auto get = [](const std::atomic<uint64_t>& c) { return c.load(std::memory_order_relaxed); };
-    TransportStats s;
-    s.messages_sent = get(messages_sent);
-    s.messages_received = get(messages_received);
-    s.bytes_sent = get(bytes_sent);
-    s.bytes_received = get(bytes_received);
-    s.messages_dropped = get(messages_dropped);
-    s.connects = get(connects);
-    s.connect_failures = get(connect_failures);
-    s.accepts = get(accepts);
-    s.rejected_connections = get(rejected_connections);
-    s.decode_errors = get(decode_errors);
-    return s;
-  }
-};
 
 class OutboundPeer;
 class InboundConnection;
