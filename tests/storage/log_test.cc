@@ -1,0 +1,530 @@
+// Behaviour of storage::Log at both storage levels, and what survives a
+// reopen at the DISK level.
+
+#include "framework/storage/log.h"
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/storage/log_test_util.h"
+#include "tests/testing/temp_dir.h"
+
+namespace caracal::storage {
+namespace {
+
+using ::caracal::storage::testing::MakeEntries;
+using ::caracal::storage::testing::MakeEntry;
+using ::testing::HasSubstr;
+
+std::vector<std::string> FileNames(const std::filesystem::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& item : std::filesystem::directory_iterator(dir)) names.push_back(item.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+class LogTest : public ::testing::TestWithParam<StorageLevel> {
+ protected:
+  LogOptions Options(size_t segment_bytes = 64 << 20) const {
+    LogOptions options;
+    options.level = GetParam();
+    options.directory = dir_.path() / "log";
+    options.segment_bytes = segment_bytes;
+    return options;
+  }
+  std::unique_ptr<Log> OpenLog(size_t segment_bytes = 64 << 20) {
+    auto log = Log::Open(Options(segment_bytes));
+    EXPECT_TRUE(log.ok()) << log.status();
+    return log.ok() ? *std::move(log) : nullptr;
+  }
+  // All entries and holes of the whole log, read in one go.
+  static void ReadAll(const Log& log, std::vector<Entry>* entries, std::vector<HoleRun>* holes) {
+    ASSERT_TRUE(log.Read(log.FirstIndex(), log.LastIndex(), SIZE_MAX, entries, holes).ok());
+  }
+
+  caracal::testing::TempDir dir_;
+};
+
+INSTANTIATE_TEST_SUITE_P(Levels, LogTest, ::testing::Values(StorageLevel::kMemory, StorageLevel::kDisk),
+                         [](const auto& info) { return info.param == StorageLevel::kMemory ? "Memory" : "Disk"; });
+
+TEST_P(LogTest, FreshLogIsEmpty) {
+  auto log = OpenLog();
+  EXPECT_EQ(log->FirstIndex(), 1u);
+  EXPECT_EQ(log->LastIndex(), 0u);
+  EXPECT_EQ(log->DurableIndex(), 0u);
+  EXPECT_EQ(log->TermAt(0), Term{0});
+  EXPECT_EQ(log->TermAt(1), std::nullopt);
+  EXPECT_EQ(log->Get(1).status().code(), absl::StatusCode::kOutOfRange);
+}
+
+TEST_P(LogTest, AppendedEntriesCanBeReadBack) {
+  auto log = OpenLog();
+  auto entries = MakeEntries(1, 10, 1);
+  entries[5].term = entries[6].term = entries[7].term = entries[8].term = entries[9].term = 3;
+  ASSERT_TRUE(log->Append(entries).ok());
+
+  EXPECT_EQ(log->LastIndex(), 10u);
+  for (const Entry& e : entries) {
+    auto got = log->Get(e.index);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_TRUE(got->has_value());
+    EXPECT_EQ(**got, e);
+    EXPECT_EQ(log->TermAt(e.index), e.term);
+  }
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ASSERT_TRUE(log->Read(3, 7, SIZE_MAX, &read, &holes).ok());
+  EXPECT_EQ(read, std::vector<Entry>(entries.begin() + 2, entries.begin() + 7));
+  EXPECT_TRUE(holes.empty());
+  EXPECT_EQ(log->Stats().entries, 10u);
+}
+
+TEST_P(LogTest, ReadStopsAtMaxBytesButReturnsAtLeastOneItem) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 10, 1, /*payload_bytes=*/100)).ok());
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+
+  ASSERT_TRUE(log->Read(1, 10, 250, &read, &holes).ok());
+  ASSERT_EQ(read.size(), 2u);
+  EXPECT_EQ(read[1].index, 2u);
+
+  read.clear();
+  ASSERT_TRUE(log->Read(4, 10, 0, &read, &holes).ok());
+  ASSERT_EQ(read.size(), 1u);
+  EXPECT_EQ(read[0].index, 4u);
+
+  read.clear();
+  ASSERT_TRUE(log->Read(1, 10, 1000, &read, &holes).ok());
+  EXPECT_EQ(read.size(), 10u);
+}
+
+TEST_P(LogTest, ReadOutsideTheLogIsOutOfRange) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 5, 1)).ok());
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  EXPECT_EQ(log->Read(0, 3, SIZE_MAX, &read, &holes).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(log->Read(3, 6, SIZE_MAX, &read, &holes).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(log->Read(4, 3, SIZE_MAX, &read, &holes).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(log->Get(6).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(read.empty());
+}
+
+TEST_P(LogTest, HoleRunsAreStoredAsOneRecordAndReadAsHoles) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append({MakeEntry(1, 1), MakeEntry(2, 1), MakeEntry(8, 3)}, {{3, 7, 2}}).ok());
+
+  EXPECT_EQ(log->LastIndex(), 8u);
+  auto hole = log->Get(5);
+  ASSERT_TRUE(hole.ok());
+  EXPECT_FALSE(hole->has_value());
+  EXPECT_EQ(log->TermAt(2), Term{1});
+  EXPECT_EQ(log->TermAt(3), Term{2});
+  EXPECT_EQ(log->TermAt(7), Term{2});
+  EXPECT_EQ(log->TermAt(8), Term{3});
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ASSERT_TRUE(log->Read(1, 8, SIZE_MAX, &read, &holes).ok());
+  ASSERT_EQ(read.size(), 3u);
+  EXPECT_EQ(read[2], MakeEntry(8, 3));
+  EXPECT_EQ(holes, (std::vector<HoleRun>{{3, 7, 2}}));
+  holes.clear();
+  ASSERT_TRUE(log->Read(4, 6, SIZE_MAX, &read, &holes).ok());
+  EXPECT_EQ(holes, (std::vector<HoleRun>{{4, 6, 2}}));  // clipped to the range
+  EXPECT_EQ(log->Stats().hole_runs, 1u);
+  EXPECT_EQ(log->Stats().hole_indexes, 5u);
+}
+
+TEST_P(LogTest, AppendRejectsGapsOverlapsAndDecreasingTerms) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 3, 2)).ok());
+
+  absl::Status gap = log->Append({MakeEntry(5, 2)});
+  EXPECT_EQ(gap.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(gap.message()), HasSubstr("continue at index 4"));
+  EXPECT_EQ(log->Append({MakeEntry(3, 2)}).code(), absl::StatusCode::kInvalidArgument);        // overlap
+  EXPECT_EQ(log->Append({MakeEntry(4, 1)}).code(), absl::StatusCode::kInvalidArgument);        // lower term
+  EXPECT_EQ(log->Append({MakeEntry(4, 0)}).code(), absl::StatusCode::kInvalidArgument);        // term 0
+  EXPECT_EQ(log->Append({MakeEntry(4, 3), MakeEntry(5, 2)}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(log->Append({}, {{4, 3, 2}}).code(), absl::StatusCode::kInvalidArgument);           // last < first
+  EXPECT_EQ(log->Append({MakeEntry(4, 2)}, {{4, 6, 2}}).code(), absl::StatusCode::kInvalidArgument);  // both at 4
+  EXPECT_EQ(log->LastIndex(), 3u);  // nothing of a rejected append is written
+  EXPECT_TRUE(log->Append({}, {}).ok());
+  EXPECT_TRUE(log->Append({MakeEntry(4, 2), MakeEntry(8, 2)}, {{5, 7, 2}}).ok());
+  EXPECT_EQ(log->LastIndex(), 8u);
+}
+
+TEST_P(LogTest, SegmentsRollOverAtSegmentBytes) {
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  for (Index i = 1; i <= 60; i += 3) ASSERT_TRUE(log->Append(MakeEntries(i, i + 2, 1, 100)).ok());
+
+  auto segments = log->Segments();
+  ASSERT_GT(segments.size(), 5u);
+  Index next = 1;
+  for (const SegmentInfo& s : segments) {
+    EXPECT_EQ(s.first, next);
+    EXPECT_LE(s.bytes, 1024u + 200u) << s.name;  // closed once past the limit
+    next = s.last + 1;
+  }
+  EXPECT_EQ(next, 61u);
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ReadAll(*log, &read, &holes);
+  EXPECT_EQ(read, MakeEntries(1, 60, 1, 100));
+}
+
+TEST_P(LogTest, TruncateSuffixWithinASegment) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 10, 1)).ok());
+  ASSERT_TRUE(log->Sync().ok());
+
+  ASSERT_TRUE(log->TruncateSuffix(6).ok());
+  EXPECT_EQ(log->LastIndex(), 5u);
+  EXPECT_EQ(log->DurableIndex(), 5u);
+  EXPECT_EQ(log->TermAt(6), std::nullopt);
+  ASSERT_TRUE(log->Append(MakeEntries(6, 8, 2)).ok());
+  auto six = log->Get(6);
+  ASSERT_TRUE(six.ok() && six->has_value());
+  EXPECT_EQ(**six, MakeEntry(6, 2));
+  EXPECT_EQ(log->TermAt(5), Term{1});
+  EXPECT_EQ(log->TermAt(8), Term{2});
+}
+
+TEST_P(LogTest, TruncateSuffixAcrossSegments) {
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  for (Index i = 1; i <= 60; i += 3) ASSERT_TRUE(log->Append(MakeEntries(i, i + 2, 1, 100)).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  size_t before = log->Segments().size();
+
+  ASSERT_TRUE(log->TruncateSuffix(20).ok());
+  EXPECT_EQ(log->LastIndex(), 19u);
+  EXPECT_LT(log->Segments().size(), before);
+  EXPECT_EQ(log->Segments().back().last, 19u);
+  ASSERT_TRUE(log->Append(MakeEntries(20, 40, 2, 100)).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ReadAll(*log, &read, &holes);
+  auto expected = MakeEntries(1, 19, 1, 100);
+  for (const Entry& e : MakeEntries(20, 40, 2, 100)) expected.push_back(e);
+  EXPECT_EQ(read, expected);
+}
+
+TEST_P(LogTest, TruncateSuffixInsideAHoleRunKeepsItsLowerPart) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append({MakeEntry(1, 1), MakeEntry(11, 2)}, {{2, 10, 1}}).ok());
+
+  ASSERT_TRUE(log->TruncateSuffix(6).ok());
+  EXPECT_EQ(log->LastIndex(), 5u);
+  EXPECT_EQ(log->TermAt(5), Term{1});
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ReadAll(*log, &read, &holes);
+  EXPECT_EQ(holes, (std::vector<HoleRun>{{2, 5, 1}}));
+  EXPECT_EQ(log->Stats().hole_indexes, 4u);
+}
+
+TEST_P(LogTest, TruncateSuffixOutsideTheLogIsRejected) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 10, 1)).ok());
+  ASSERT_TRUE(log->RemovePrefix(3).ok());
+
+  EXPECT_EQ(log->TruncateSuffix(12).code(), absl::StatusCode::kOutOfRange);
+  absl::Status below = log->TruncateSuffix(3);
+  EXPECT_EQ(below.code(), absl::StatusCode::kOutOfRange);
+  EXPECT_THAT(std::string(below.message()), HasSubstr("[4, 11]"));
+  EXPECT_TRUE(log->TruncateSuffix(11).ok());  // no-op
+  EXPECT_TRUE(log->TruncateSuffix(4).ok());   // empties the log, keeps the base
+  EXPECT_EQ(log->LastIndex(), 3u);
+  EXPECT_EQ(log->TermAt(3), Term{1});
+}
+
+TEST_P(LogTest, RemovePrefixKeepsTheBaseTermAndHidesOlderIndexes) {
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  ASSERT_TRUE(log->Append(MakeEntries(1, 30, 1, 100)).ok());
+  ASSERT_TRUE(log->Append(MakeEntries(31, 40, 2, 100)).ok());
+  size_t before = log->Segments().size();
+
+  ASSERT_TRUE(log->RemovePrefix(32).ok());
+  EXPECT_EQ(log->FirstIndex(), 33u);
+  EXPECT_EQ(log->TermAt(32), Term{2});
+  EXPECT_EQ(log->TermAt(31), std::nullopt);
+  EXPECT_EQ(log->Get(32).status().code(), absl::StatusCode::kOutOfRange);
+  EXPECT_LT(log->Segments().size(), before);
+  EXPECT_LE(log->Segments().front().first, 33u);
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  EXPECT_EQ(log->Read(31, 40, SIZE_MAX, &read, &holes).code(), absl::StatusCode::kOutOfRange);
+  ASSERT_TRUE(log->Read(33, 40, SIZE_MAX, &read, &holes).ok());
+  EXPECT_EQ(read, MakeEntries(33, 40, 2, 100));
+  EXPECT_EQ(log->RemovePrefix(41).code(), absl::StatusCode::kOutOfRange);
+  EXPECT_TRUE(log->RemovePrefix(10).ok());  // already gone: no-op
+  EXPECT_EQ(log->FirstIndex(), 33u);
+}
+
+TEST_P(LogTest, RemovePrefixOfEverythingLeavesAnEmptyLogThatContinues) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 5, 3)).ok());
+
+  ASSERT_TRUE(log->RemovePrefix(5).ok());
+  EXPECT_EQ(log->FirstIndex(), 6u);
+  EXPECT_EQ(log->LastIndex(), 5u);
+  EXPECT_EQ(log->Stats().segments, 0u);
+  EXPECT_EQ(log->Append({MakeEntry(6, 2)}).code(), absl::StatusCode::kInvalidArgument);  // below base term
+  ASSERT_TRUE(log->Append({MakeEntry(6, 3)}).ok());
+  EXPECT_EQ(log->TermAt(5), Term{3});
+}
+
+TEST_P(LogTest, ResetDropsEverythingAndContinuesAfterTheBase) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 20, 1)).ok());
+
+  ASSERT_TRUE(log->Reset(100, 7).ok());
+  EXPECT_EQ(log->FirstIndex(), 101u);
+  EXPECT_EQ(log->LastIndex(), 100u);
+  EXPECT_EQ(log->DurableIndex(), 100u);
+  EXPECT_EQ(log->TermAt(100), Term{7});
+  EXPECT_EQ(log->TermAt(20), std::nullopt);
+  EXPECT_EQ(log->Append({MakeEntry(1, 7)}).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(log->Append({MakeEntry(101, 7)}).ok());
+  EXPECT_EQ(log->Reset(5, 0).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(log->Reset(3, 1).ok());  // a Reset may also move the log backwards
+  EXPECT_EQ(log->LastIndex(), 3u);
+}
+
+TEST_P(LogTest, SyncMakesEverythingDurable) {
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  ASSERT_TRUE(log->Append(MakeEntries(1, 30, 1, 100)).ok());
+  EXPECT_EQ(log->DurableIndex(), 0u);
+
+  ASSERT_TRUE(log->Sync().ok());
+  EXPECT_EQ(log->DurableIndex(), 30u);
+  EXPECT_EQ(log->Stats().syncs, 1u);
+  ASSERT_TRUE(log->Sync().ok());  // nothing new: no work
+  EXPECT_EQ(log->Stats().syncs, 1u);
+  if (GetParam() == StorageLevel::kDisk) {
+    EXPECT_GE(log->Stats().fsyncs, 2u);  // the files and the directory
+  }
+}
+
+TEST_P(LogTest, ReadersRunConcurrentlyWithTheWriter) {
+  auto log = OpenLog(/*segment_bytes=*/4096);
+  ASSERT_TRUE(log->Append(MakeEntries(1, 1, 1, 64)).ok());
+  std::atomic<bool> done{false};
+  std::atomic<int> bad{0};
+  std::thread reader([&] {
+    while (!done) {
+      Index first = log->FirstIndex();
+      Index last = log->LastIndex();
+      if (last < first) continue;
+      std::vector<Entry> read;
+      std::vector<HoleRun> holes;
+      absl::Status s = log->Read(first, last, 4096, &read, &holes);
+      // A concurrent TruncateSuffix/RemovePrefix may move the range; anything else is a bug.
+      if (!s.ok() && s.code() != absl::StatusCode::kOutOfRange && bad++ == 0) ADD_FAILURE() << s;
+      for (const Entry& e : read) {
+        if (e.payload != MakeEntry(e.index, e.term, 64).payload && bad++ == 0) ADD_FAILURE() << e;
+      }
+    }
+  });
+  Term term = 1;
+  absl::Status status;
+  for (Index i = 2; i < 400 && status.ok(); i += 4) {
+    status.Update(log->Append(MakeEntries(i, i + 3, term, 64)));
+    if (i % 40 == 2) {
+      status.Update(log->Sync());
+      status.Update(log->TruncateSuffix(i + 2));
+      ++term;
+      status.Update(log->Append(MakeEntries(i + 2, i + 3, term, 64)));
+    }
+    if (i % 100 == 2) status.Update(log->RemovePrefix(i / 2));
+  }
+  done = true;
+  reader.join();
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_EQ(bad.load(), 0);
+}
+
+// ---------------------------------------------------------------- DISK only
+
+class LogDiskTest : public ::testing::Test {
+ protected:
+  LogOptions Options(size_t segment_bytes = 64 << 20) const {
+    LogOptions options;
+    options.directory = dir_.path() / "log";
+    options.segment_bytes = segment_bytes;
+    return options;
+  }
+  std::unique_ptr<Log> OpenLog(size_t segment_bytes = 64 << 20) {
+    auto log = Log::Open(Options(segment_bytes));
+    EXPECT_TRUE(log.ok()) << log.status();
+    return log.ok() ? *std::move(log) : nullptr;
+  }
+  caracal::testing::TempDir dir_;
+};
+
+TEST_F(LogDiskTest, ReopenPreservesEntriesHolesAndPrefixBase) {
+  std::vector<Entry> entries;
+  std::vector<HoleRun> holes;
+  {
+    auto log = OpenLog(/*segment_bytes=*/1024);
+    ASSERT_TRUE(log->Append(MakeEntries(1, 20, 1, 100)).ok());
+    ASSERT_TRUE(log->Append({MakeEntry(31, 3, 100)}, {{21, 30, 2}}).ok());
+    ASSERT_TRUE(log->Append(MakeEntries(32, 50, 3, 100)).ok());
+    ASSERT_TRUE(log->RemovePrefix(12).ok());
+    ASSERT_TRUE(log->Sync().ok());
+    ASSERT_TRUE(log->Read(13, 50, SIZE_MAX, &entries, &holes).ok());
+  }
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  EXPECT_EQ(log->FirstIndex(), 13u);
+  EXPECT_EQ(log->LastIndex(), 50u);
+  EXPECT_EQ(log->DurableIndex(), 50u);
+  EXPECT_EQ(log->TermAt(12), Term{1});
+  EXPECT_EQ(log->TermAt(25), Term{2});
+  std::vector<Entry> entries2;
+  std::vector<HoleRun> holes2;
+  ASSERT_TRUE(log->Read(13, 50, SIZE_MAX, &entries2, &holes2).ok());
+  EXPECT_EQ(entries2, entries);
+  EXPECT_EQ(holes2, (std::vector<HoleRun>{{21, 30, 2}}));
+  EXPECT_TRUE(log->Stats().recovery_note.empty()) << log->Stats().recovery_note;
+}
+
+TEST_F(LogDiskTest, ReopenAfterResetKeepsTheBaseOnly) {
+  {
+    auto log = OpenLog();
+    ASSERT_TRUE(log->Append(MakeEntries(1, 20, 1)).ok());
+    ASSERT_TRUE(log->Reset(500, 9).ok());
+    ASSERT_TRUE(log->Append(MakeEntries(501, 505, 9)).ok());
+    ASSERT_TRUE(log->Sync().ok());
+  }
+  auto log = OpenLog();
+  EXPECT_EQ(log->FirstIndex(), 501u);
+  EXPECT_EQ(log->LastIndex(), 505u);
+  EXPECT_EQ(log->TermAt(500), Term{9});
+  EXPECT_EQ(log->Stats().epoch, 1u);
+}
+
+TEST_F(LogDiskTest, FileNamesShowSealedAndOpenSegments) {
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  ASSERT_TRUE(log->Append(MakeEntries(1, 20, 1, 100)).ok());
+  auto before_sync = FileNames(Options().directory);
+  EXPECT_GT(before_sync.size(), 1u);
+  for (const auto& name : before_sync) EXPECT_THAT(name, ::testing::StartsWith("open-"));  // not durable yet
+
+  ASSERT_TRUE(log->Sync().ok());
+  auto segments = log->Segments();
+  auto names = FileNames(Options().directory);
+  ASSERT_EQ(names.size(), segments.size());
+  EXPECT_EQ(names.front(), SealedSegmentName(1, segments.front().last));
+  EXPECT_EQ(names.front().substr(0, 20), "00000000000000000001");
+  EXPECT_EQ(names.back(), OpenSegmentName(segments.back().first));
+}
+
+TEST_F(LogDiskTest, TruncateSuffixReopensASealedSegment) {
+  {
+    auto log = OpenLog(/*segment_bytes=*/1024);
+    ASSERT_TRUE(log->Append(MakeEntries(1, 30, 1, 100)).ok());
+    ASSERT_TRUE(log->Sync().ok());
+    ASSERT_TRUE(log->TruncateSuffix(5).ok());
+    ASSERT_TRUE(log->Sync().ok());
+    EXPECT_EQ(FileNames(Options().directory), std::vector<std::string>{OpenSegmentName(1)});
+    ASSERT_TRUE(log->Append(MakeEntries(5, 6, 2, 100)).ok());
+    ASSERT_TRUE(log->Sync().ok());
+  }
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  EXPECT_EQ(log->LastIndex(), 6u);
+  EXPECT_EQ(log->TermAt(4), Term{1});
+  EXPECT_EQ(log->TermAt(5), Term{2});
+}
+
+TEST_F(LogDiskTest, UnsyncedRolloverIsSealedOnReopen) {
+  {
+    auto log = OpenLog(/*segment_bytes=*/1024);
+    ASSERT_TRUE(log->Append(MakeEntries(1, 20, 1, 100)).ok());
+    // No Sync: every segment is still named open-*.log (a crash here).
+  }
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  EXPECT_EQ(log->LastIndex(), 20u);
+  auto segments = log->Segments();
+  for (size_t i = 0; i + 1 < segments.size(); ++i) EXPECT_FALSE(segments[i].open) << segments[i].name;
+  EXPECT_TRUE(segments.back().open);
+}
+
+TEST_F(LogDiskTest, SegmentsLeftBehindByAResetAreDeletedOnOpen) {
+  std::filesystem::path dir = Options().directory;
+  std::filesystem::path saved = dir_.path() / "saved.log";
+  {
+    auto log = OpenLog();
+    ASSERT_TRUE(log->Append(MakeEntries(1, 20, 1)).ok());
+    ASSERT_TRUE(log->Sync().ok());
+    std::filesystem::copy_file(dir / OpenSegmentName(1), saved);
+    ASSERT_TRUE(log->Reset(10, 4).ok());
+  }
+  // As if Reset crashed after writing prefix-base but before deleting segments.
+  std::filesystem::copy_file(saved, dir / OpenSegmentName(1));
+
+  auto log = OpenLog();
+  EXPECT_EQ(log->FirstIndex(), 11u);
+  EXPECT_EQ(log->LastIndex(), 10u);
+  EXPECT_EQ(log->TermAt(10), Term{4});
+  EXPECT_FALSE(std::filesystem::exists(dir / OpenSegmentName(1)));
+}
+
+TEST_F(LogDiskTest, SegmentsLeftBehindByRemovePrefixAreDeletedOnOpen) {
+  std::filesystem::path dir = Options().directory;
+  std::filesystem::path saved = dir_.path() / "saved.log";
+  std::string first_name;
+  {
+    auto log = OpenLog(/*segment_bytes=*/1024);
+    ASSERT_TRUE(log->Append(MakeEntries(1, 30, 1, 100)).ok());
+    ASSERT_TRUE(log->Sync().ok());
+    first_name = log->Segments().front().name;
+    std::filesystem::copy_file(dir / first_name, saved);
+    ASSERT_TRUE(log->RemovePrefix(25).ok());
+  }
+  std::filesystem::copy_file(saved, dir / first_name);
+
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  EXPECT_EQ(log->FirstIndex(), 26u);
+  EXPECT_EQ(log->LastIndex(), 30u);
+  EXPECT_FALSE(std::filesystem::exists(dir / first_name));
+}
+
+TEST_F(LogDiskTest, ReadOnlyOpenChangesNothing) {
+  {
+    auto log = OpenLog();
+    ASSERT_TRUE(log->Append(MakeEntries(1, 5, 1)).ok());
+  }
+  std::filesystem::path tail = Options().directory / OpenSegmentName(1);
+  std::filesystem::resize_file(tail, std::filesystem::file_size(tail) - 3);  // torn
+  auto size = std::filesystem::file_size(tail);
+  LogOptions options = Options();
+  options.read_only = true;
+
+  auto log = Log::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status();
+  EXPECT_EQ((*log)->LastIndex(), 4u);
+  EXPECT_THAT((*log)->Stats().recovery_note, HasSubstr("torn tail"));
+  EXPECT_EQ((*log)->Append({MakeEntry(5, 1)}).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(std::filesystem::file_size(tail), size);
+}
+
+TEST_F(LogDiskTest, ReadOnlyOpenOfAMissingDirectoryIsNotFound) {
+  LogOptions options = Options();
+  options.read_only = true;
+  EXPECT_EQ(Log::Open(options).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(LogDiskTest, TooSmallSegmentBytesIsRejected) {
+  auto log = Log::Open(Options(/*segment_bytes=*/10));
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace caracal::storage
