@@ -37,7 +37,8 @@ Raft::Raft(Config config, const LogReader* log, HardState hard_state, Micros now
       term_(hard_state.term),
       voted_for_(hard_state.voted_for),
       now_(now),
-      wall_(wall) {
+      wall_(wall),
+      started_(now) {
   stable_last_ = log_->LastIndex();
   commit_ = log_->FirstIndex() - 1;
   if (stable_last_ >= log_->FirstIndex()) {
@@ -206,6 +207,7 @@ void Raft::BecomeFollower(Term term, NodeId leader) {
     spdlog::debug("raft {}: follower in term {} (leader {})", config_.id, term_, leader);
   }
   if (pending_ack_ && (pending_ack_->term != term_ || pending_ack_->leader != leader)) pending_ack_.reset();
+  if (role_ == Role::kLeader) FailReads();
   role_ = Role::kFollower;
   leader_ = leader;
   votes_.clear();
@@ -253,6 +255,10 @@ void Raft::BecomeLeader() {
   }
   next_heartbeat_ = now_ + config_.heartbeat_interval;
   next_quorum_check_ = now_ + config_.election_timeout_min;
+  round_sent_.clear();
+  confirmed_round_ = round_;
+  lease_start_ = -1;
+  term_start_ = LastIndex() + 1;
   // The Initialize entry commits everything of earlier terms (Raft §5.4.2)
   // and tells the server state machine a new leader took over.
   absl::StatusOr<Index> index = Propose(EntryType::kInitialize, Bytes());
@@ -315,6 +321,9 @@ void Raft::Step(const Message& m) {
 bool Raft::InLease() const {
   if (!config_.check_quorum) return false;
   if (role_ == Role::kLeader) return true;  // check-quorum steps it down when the lease is gone
+  // Right after a (re)start we may have acknowledged a leader just before
+  // crashing: honour that leader's lease as if we had just heard from it.
+  if (now_ - started_ < config_.election_timeout_min) return true;
   return leader_ != 0 && now_ - last_heard_from_leader_ < config_.election_timeout_min;
 }
 
@@ -424,13 +433,24 @@ void Raft::HandleAppendEntries(NodeId from, const AppendEntries& m) {
   commit_ = std::max(commit_, std::min(m.commit_index, last_new));
 
   if (pending_ack_ && (pending_ack_->leader != from || pending_ack_->term != term_)) pending_ack_.reset();
+  if (last_new <= stable_last_) {
+    // Already durable (a heartbeat, or a retransmission): answer at once, so
+    // the round reaches the leader without waiting for an unrelated fsync.
+    AppendEntriesResponse r;
+    r.term = term_;
+    r.success = true;
+    r.match_index = last_new;
+    r.round = m.round;
+    r.last_index = LastIndex();
+    Send(from, r);
+    return;
+  }
   PendingAck ack{from, term_, last_new, m.round};
   if (pending_ack_) {
     ack.index = std::max(ack.index, pending_ack_->index);
     ack.round = std::max(ack.round, pending_ack_->round);
   }
   pending_ack_ = ack;
-  FlushPendingAcks();
 }
 
 void Raft::FlushPendingAcks() {
@@ -453,7 +473,10 @@ void Raft::HandleAppendResponse(NodeId from, const AppendEntriesResponse& m) {
   if (role_ != Role::kLeader) return;
   Peer& peer = peers_[from];
   peer.recent_active = true;
-  peer.acked_round = std::max(peer.acked_round, m.round);
+  if (m.round > peer.acked_round) {
+    peer.acked_round = m.round;
+    MaybeCompleteReads();
+  }
   if (m.success) {
     if (m.match_index > peer.match) {
       peer.match = m.match_index;
@@ -532,6 +555,7 @@ void Raft::BroadcastAppends() {
 
 void Raft::BroadcastHeartbeats() {
   ++round_;
+  round_sent_[round_] = now_;
   for (auto& [id, peer] : peers_) {
     if (peer.progress == Progress::kProbe) {
       peer.probe_sent = false;  // retransmit the probe (it or its answer may be lost)
@@ -575,9 +599,65 @@ bool Raft::MaybeAdvanceCommit() {
   Index candidate = matches[Quorum() - 1];
   if (candidate > commit_ && TermAt(candidate) == term_) {
     commit_ = candidate;
+    MaybeCompleteReads();
     return true;
   }
   return false;
+}
+
+// ------------------------------------------------------------------ reads
+
+absl::Status Raft::RequestRead(uint64_t id) {
+  if (role_ != Role::kLeader) {
+    return absl::FailedPreconditionError(absl::StrCat("server ", config_.id, " is not the leader; leader is ",
+                                                      leader_ == 0 ? std::string("unknown") : absl::StrCat(leader_)));
+  }
+  // Every write acknowledged before now is at or below the true commit index,
+  // which is at most max(our commit, the entry before our Initialize).
+  Index index = std::max(commit_, term_start_);
+  bool round_in_flight = !round_sent_.empty() && round_sent_.rbegin()->first > confirmed_round_;
+  pending_reads_.push_back(PendingRead{id, index, round_ + 1});
+  if (!round_in_flight) StartReadRound();
+  MaybeCompleteReads();
+  return absl::OkStatus();
+}
+
+void Raft::StartReadRound() { BroadcastHeartbeats(); }
+
+void Raft::MaybeCompleteReads() {
+  if (role_ != Role::kLeader) return;
+  // The highest round a quorum (ourselves included) has acknowledged.
+  std::vector<uint64_t> acked;
+  for (NodeId id : config_.voters) acked.push_back(id == config_.id ? round_ : peers_[id].acked_round);
+  std::sort(acked.begin(), acked.end(), std::greater<>());
+  uint64_t confirmed = config_.faults.read_without_quorum ? round_ + 1 : acked[Quorum() - 1];
+  if (confirmed > confirmed_round_) {
+    confirmed_round_ = confirmed;
+    auto it = round_sent_.find(confirmed);
+    if (it != round_sent_.end()) lease_start_ = std::max(lease_start_, it->second);
+    round_sent_.erase(round_sent_.begin(), round_sent_.upper_bound(confirmed));
+  }
+  while (!pending_reads_.empty() && pending_reads_.front().round <= confirmed_round_ &&
+         pending_reads_.front().index <= commit_) {
+    completed_reads_.push_back(ReadState{pending_reads_.front().id, pending_reads_.front().index, true});
+    pending_reads_.pop_front();
+  }
+  // Reads that arrived after the round in flight was sent need another one.
+  bool round_in_flight = !round_sent_.empty() && round_sent_.rbegin()->first > confirmed_round_;
+  if (!pending_reads_.empty() && pending_reads_.back().round > round_ && !round_in_flight) StartReadRound();
+}
+
+void Raft::FailReads() {
+  for (const auto& r : pending_reads_) completed_reads_.push_back(ReadState{r.id, r.index, false});
+  pending_reads_.clear();
+  round_sent_.clear();
+  lease_start_ = -1;
+}
+
+bool Raft::LeaseValid() const {
+  if (role_ != Role::kLeader || !config_.check_quorum || lease_start_ < 0) return false;
+  auto lease = static_cast<Micros>(static_cast<double>(config_.election_timeout_min) * (1.0 - config_.max_clock_drift));
+  return now_ < lease_start_ + lease;
 }
 
 void Raft::CheckQuorum() {
@@ -601,7 +681,7 @@ bool Raft::IsVoter(NodeId id) const {
 }
 
 bool Raft::HasReady() const {
-  if (hard_state_dirty_ || pending_write_ || !outbox_.empty()) return true;
+  if (hard_state_dirty_ || pending_write_ || !outbox_.empty() || !completed_reads_.empty()) return true;
   if (role_ != Role::kLeader) return false;
   for (const auto& [id, peer] : peers_) {
     if (peer.progress == Progress::kProbe ? !peer.probe_sent
@@ -623,6 +703,8 @@ Ready Raft::TakeReady() {
   pending_write_.reset();
   r.messages = std::move(outbox_);
   outbox_.clear();
+  r.reads = std::move(completed_reads_);
+  completed_reads_.clear();
   r.commit = commit_;
   r.role = role_;
   r.leader = leader_;

@@ -54,6 +54,7 @@ const char* RoleName(Role role);
 struct FaultInjection {
   bool vote_twice_in_a_term = false;       // grant every vote request
   bool commit_without_quorum = false;      // leader commits what it has written
+  bool read_without_quorum = false;        // leader confirms reads without a heartbeat round
 };
 
 struct Config {
@@ -68,7 +69,19 @@ struct Config {
   bool pre_vote = true;
   bool check_quorum = true;
   uint64_t seed = 1;                       // for randomized timeouts (deterministic)
+  // Lease reads assume clocks run at the same rate within this fraction: the
+  // lease lasts election_timeout_min * (1 - max_clock_drift) from the moment
+  // the confirming heartbeat round was sent.
+  double max_clock_drift = 0.2;
   FaultInjection faults;
+};
+
+// The outcome of RequestRead: once the state machine has applied `index`, a
+// linearizable query may be answered (ok), or leadership was lost (!ok).
+struct ReadState {
+  uint64_t id = 0;
+  Index index = 0;
+  bool ok = false;
 };
 
 // What a Ready asks the driver to write to the log.
@@ -85,6 +98,7 @@ struct Ready {
   std::optional<HardState> hard_state;
   std::optional<LogWrite> write;
   std::vector<Message> messages;
+  std::vector<ReadState> reads;    // completed (or failed) RequestRead calls
   Index commit = 0;
   Role role = Role::kFollower;
   NodeId leader = 0;
@@ -113,6 +127,16 @@ class Raft {
   // index, or FailedPrecondition("not the leader; leader is N") elsewhere.
   absl::StatusOr<Index> Propose(EntryType type, Bytes payload);
   void OnPersisted(Index index, Term term);
+  // Read index (Raft dissertation 6.4): the leader confirms with a quorum
+  // heartbeat round sent after this call that it still leads, then reports
+  // {id, index} in Ready::reads. Reads are batched: every read waiting when a
+  // round is sent is confirmed by it. FailedPrecondition on a non-leader.
+  absl::Status RequestRead(uint64_t id);
+  // True while this leader's lease holds: a quorum acknowledged a heartbeat
+  // round sent less than election_timeout_min * (1 - max_clock_drift) ago.
+  // Followers reject votes for election_timeout_min after hearing from a
+  // leader (and after starting), so no other leader can exist meanwhile.
+  bool LeaseValid() const;
 
   // Hands over what accumulated since the previous call.
   Ready TakeReady();
@@ -178,6 +202,9 @@ class Raft {
   bool MaybeAdvanceCommit();
   void CheckQuorum();
   void RetransmitStalled();
+  void StartReadRound();
+  void MaybeCompleteReads();
+  void FailReads();
 
   // ---- follower ----
   void FlushPendingAcks();
@@ -209,7 +236,20 @@ class Raft {
   Micros last_heard_from_leader_ = -1;   // for pre-vote / vote stickiness
   Micros next_heartbeat_ = 0;
   Micros next_quorum_check_ = 0;
+  Micros started_ = 0;                   // votes are refused for a while after a (re)start
   uint64_t round_ = 0;
+  Index term_start_ = 0;                 // index of this leader's Initialize entry
+
+  struct PendingRead {
+    uint64_t id;
+    Index index;
+    uint64_t round;  // the first heartbeat round that can confirm it
+  };
+  std::deque<PendingRead> pending_reads_;
+  std::vector<ReadState> completed_reads_;
+  std::map<uint64_t, Micros> round_sent_;  // rounds not yet confirmed -> when sent
+  uint64_t confirmed_round_ = 0;
+  Micros lease_start_ = -1;
 
   std::map<NodeId, bool> votes_;
   std::map<NodeId, Peer> peers_;

@@ -133,6 +133,7 @@ TEST(RaftTest, VoteIsGrantedOncePerTermAndRequiresAnUpToDateLog) {
 TEST(RaftTest, PreVoteDoesNotChangeTheVotersTerm) {
   MemoryLog log;
   Raft raft(ThreeVoters(3), &log, HardState{4, 0}, 0, 0);
+  raft.Tick(Config{}.election_timeout_min, 0);  // past the post-start quiet period
   raft.Step(Message{1, 3, RequestVote{5, 0, 0, /*pre_vote=*/true, false}});
   Ready r = raft.TakeReady();
   EXPECT_EQ(raft.term(), 4u);
@@ -186,6 +187,51 @@ TEST(RaftTest, LeaderTimestampsNeverGoBackwards) {
   ASSERT_GE(r.write->entries.size(), 3u);
   EXPECT_EQ(r.write->entries[1].timestamp, 5'000);
   EXPECT_EQ(r.write->entries[2].timestamp, 5'000);
+}
+
+TEST(RaftTest, ARestartedServerRefusesVotesForAnElectionTimeout) {
+  // It may have acknowledged a leader just before crashing; that leader's
+  // lease must hold as if the acknowledgement had just happened.
+  MemoryLog log;
+  Raft raft(ThreeVoters(3), &log, HardState{2, 0}, 1'000, 0);
+  raft.Step(Message{1, 3, RequestVote{3, 0, 0, false, false}});
+  EXPECT_TRUE(Sent<RequestVoteResponse>(raft.TakeReady()).empty());
+  EXPECT_EQ(raft.term(), 2u);
+  raft.Tick(1'000 + Config{}.election_timeout_min, 0);
+  raft.Step(Message{1, 3, RequestVote{3, 0, 0, false, false}});
+  auto votes = Sent<RequestVoteResponse>(raft.TakeReady());
+  ASSERT_EQ(votes.size(), 1u);
+  EXPECT_TRUE(votes[0].second.granted);
+}
+
+TEST(RaftTest, SingleVoterConfirmsReadsOnceItsTermHasACommittedEntry) {
+  MemoryLog log;
+  Config c;
+  c.id = 1;
+  c.voters = {1};
+  Raft raft(c, &log, HardState{}, 0, 0);
+  raft.Tick(c.election_timeout_max, 1000);
+  ASSERT_TRUE(raft.RequestRead(7).ok());
+  Ready r = raft.TakeReady();
+  EXPECT_TRUE(r.reads.empty()) << "confirmed before the Initialize entry committed";
+  log.Write(*r.write);
+  raft.OnPersisted(r.write->last(), r.write->last_term());
+  Ready after = raft.TakeReady();
+  ASSERT_EQ(after.reads.size(), 1u);
+  EXPECT_EQ(after.reads[0].id, 7u);
+  EXPECT_TRUE(after.reads[0].ok);
+  EXPECT_EQ(after.reads[0].index, 1u);
+}
+
+TEST(RaftTest, ReadOnAFollowerIsRefusedWithTheLeadersId) {
+  MemoryLog log;
+  Raft raft(ThreeVoters(2), &log, HardState{}, 0, 0);
+  AppendEntries hb;
+  hb.term = 1;
+  raft.Step(Message{3, 2, hb});
+  absl::Status s = raft.RequestRead(1);
+  EXPECT_TRUE(absl::IsFailedPrecondition(s));
+  EXPECT_NE(std::string(s.message()).find("leader is 3"), std::string::npos);
 }
 
 // ---- scripted simulations ----
@@ -244,6 +290,28 @@ TEST(RaftClusterTest, IsolatedFollowerDoesNotInflateTermsOrDisruptOnReturn) {
   ASSERT_TRUE(world.RunFor(2'000'000).ok());
   EXPECT_EQ(world.Leader(), leader);
   EXPECT_EQ(world.Node(leader)->term(), term);
+}
+
+TEST(RaftClusterTest, DeposedLeaderNeverConfirmsAReadAndLosesItsLease) {
+  sim::World world(Quiet(3));
+  ASSERT_TRUE(world.RunFor(1'000'000).ok());
+  NodeId old = *world.Leader();
+  ASSERT_TRUE(world.RequestRead().ok());
+  ASSERT_TRUE(world.RunFor(100'000).ok());
+  EXPECT_TRUE(world.Node(old)->LeaseValid());
+  uint64_t confirmed = world.stats().reads_confirmed;
+  EXPECT_EQ(confirmed, 1u);
+
+  for (NodeId other = 1; other <= 3; ++other) {
+    if (other == old) continue;
+    world.Block(old, other);
+    world.Block(other, old);
+  }
+  ASSERT_TRUE(world.RequestRead().ok());  // reaches the old leader, which cannot confirm it
+  ASSERT_TRUE(world.RunFor(2'000'000).ok());
+  EXPECT_FALSE(world.Node(old)->LeaseValid());
+  EXPECT_EQ(world.stats().reads_confirmed, confirmed) << "an isolated leader confirmed a read";
+  EXPECT_NE(world.Leader(), old);
 }
 
 TEST(RaftClusterTest, CommittedEntriesSurviveCrashOfEveryServer) {

@@ -100,9 +100,10 @@ TEST(RaftSim, FaultsActuallyHappen) {
   EXPECT_LT(st.messages_delivered, st.messages_sent);
   EXPECT_GT(st.elections_won, 1u);
   EXPECT_GT(st.max_commit, 50u);
-  std::printf("events=%lu sent=%lu delivered=%lu crashes=%lu partitions=%lu elections=%lu proposals=%lu max_commit=%lu applied=%lu now=%ld\n",
+  EXPECT_GT(st.reads_confirmed, 50u);
+  std::printf("events=%lu sent=%lu delivered=%lu crashes=%lu partitions=%lu elections=%lu proposals=%lu reads=%lu/%lu max_commit=%lu applied=%lu now=%ld\n",
               st.events, st.messages_sent, st.messages_delivered, st.crashes, st.partitions, st.elections_won,
-              st.proposals, st.max_commit, st.applied_entries, world.now());
+              st.proposals, st.reads_confirmed, st.reads_requested, st.max_commit, st.applied_entries, world.now());
 }
 
 // ---- the checks can fail: a deliberately broken core is caught ----
@@ -143,6 +144,16 @@ TEST(RaftSim, CoreThatCommitsWithoutAQuorumIsCaught) {
   ASSERT_NE(seed, 0u) << "200 seeds of a core that commits without a quorum raised no violation";
   std::printf("caught at seed %lu: %s\n", seed, message.c_str());
   EXPECT_NE(message.find("committed"), std::string::npos) << message;
+}
+
+TEST(RaftSim, LeaderThatConfirmsReadsWithoutAQuorumIsCaught) {
+  raft::FaultInjection broken;
+  broken.read_without_quorum = true;
+  std::string message;
+  uint64_t seed = FirstViolatingSeed(broken, 200, &message);
+  ASSERT_NE(seed, 0u) << "200 seeds of a leader serving unconfirmed reads raised no violation";
+  std::printf("caught at seed %lu: %s\n", seed, message.c_str());
+  EXPECT_NE(message.find("read index"), std::string::npos) << message;
 }
 
 }  // namespace

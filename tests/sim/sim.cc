@@ -271,6 +271,7 @@ void World::Process(Server& s) {
       ScheduleSync(s);
     }
     for (auto& m : r.messages) SendMessage(std::move(m));
+    for (const auto& read : r.reads) CheckRead(s, read);
   }
   if (!s.raft) return;
   raft::Role role = s.raft->role();
@@ -318,6 +319,42 @@ void World::ApplyCommitted(Server& s) {
   }
 }
 
+absl::Status World::RequestRead() {
+  // Like a client with a stale view, ask any server that believes it leads,
+  // whatever its term.
+  std::vector<NodeId> leaders;
+  for (const auto& sp : servers_)
+    if (sp->raft && sp->raft->role() == raft::Role::kLeader) leaders.push_back(sp->id);
+  if (leaders.empty()) return absl::UnavailableError("no leader");
+  Server& s = *servers_[leaders[rng_() % leaders.size()] - 1];
+  uint64_t id = ++read_counter_;
+  // Linearizability of the read index: it must cover everything committed
+  // anywhere before the request.
+  read_floor_[id] = committed_.size();
+  absl::Status st = s.raft->RequestRead(id);
+  if (st.ok()) {
+    ++stats_.reads_requested;
+    Process(s);
+  }
+  return st;
+}
+
+void World::CheckRead(const Server& s, const raft::ReadState& read) {
+  auto it = read_floor_.find(read.id);
+  if (it == read_floor_.end()) {
+    Fail(absl::StrCat("server ", s.id, " completed read ", read.id, " which was never requested"));
+    return;
+  }
+  Index floor = it->second;
+  read_floor_.erase(it);
+  if (!read.ok) return;
+  ++stats_.reads_confirmed;
+  if (read.index < floor) {
+    Fail(absl::StrCat("read index: server ", s.id, " confirmed read ", read.id, " at index ", read.index,
+                      " but index ", floor, " was committed before it was requested"));
+  }
+}
+
 void World::CheckSafety() {
   for (auto& sp : servers_) {
     Server& s = *sp;
@@ -327,6 +364,16 @@ void World::CheckSafety() {
     if (!inserted && it->second != s.id) {
       Fail(absl::StrCat("election safety: servers ", it->second, " and ", s.id, " are both leaders of term ", t));
       return;
+    }
+    // Lease safety: while this leader's lease holds, no newer leader exists.
+    if (s.raft->LeaseValid()) {
+      for (auto& other : servers_) {
+        if (other->raft && other->raft->role() == raft::Role::kLeader && other->raft->term() > t) {
+          Fail(absl::StrCat("lease safety: leader ", s.id, " of term ", t, " holds a lease while server ", other->id,
+                            " leads term ", other->raft->term()));
+          return;
+        }
+      }
     }
     // Leader completeness: everything committed before this term is in its log.
     Index must_hold = 0;
@@ -479,6 +526,7 @@ absl::Status World::RunFor(Micros duration) {
       now_ = std::max(now_, next_proposal);
       next_proposal = now_ + options_.propose_interval;
       (void)Propose(absl::StrCat("op-", ++proposal_counter_));
+      (void)RequestRead();
     }
     if (auto s = Step(); !s.ok()) return s;
   }

@@ -17,6 +17,10 @@
 //     an earlier term;
 //   - state machine safety: no two servers apply different entries at an
 //     index (also across restarts, when a server re-applies from its log);
+//   - lease safety: while a leader's lease holds, no leader of a newer term
+//     exists (clock drift stays within the configured margin);
+//   - read index: a confirmed read covers everything committed anywhere
+//     before it was requested;
 //   - commit durability: what a server once reported committed is never
 //     contradicted later, whatever crashed.
 // A violation stops the run with a description; the test prints the seed and
@@ -77,6 +81,8 @@ struct Stats {
   uint64_t partitions = 0;
   uint64_t elections_won = 0;
   uint64_t proposals = 0;
+  uint64_t reads_requested = 0;
+  uint64_t reads_confirmed = 0;
   Index max_commit = 0;
   uint64_t applied_entries = 0;
 };
@@ -134,6 +140,7 @@ class World {
   absl::Status CheckLiveness();
   std::optional<NodeId> Leader() const;       // an up leader (of the highest term)
   absl::StatusOr<Index> Propose(std::string payload);  // at the current leader
+  absl::Status RequestRead();                          // a read index at the current leader
   const raft::Raft* Node(NodeId id) const;
   Index Applied(NodeId id) const;
   void Crash(NodeId id);
@@ -166,6 +173,7 @@ class World {
   raft::Config MakeConfig(NodeId id) const;
   void Fail(std::string what);
   void CheckSafety();
+  void CheckRead(const Server& s, const raft::ReadState& read);
   void Trace(uint64_t a, uint64_t b = 0);
 
   Options options_;
@@ -177,6 +185,8 @@ class World {
   std::set<std::pair<NodeId, NodeId>> blocked_;
   bool faults_on_ = true;
   uint64_t proposal_counter_ = 0;
+  uint64_t read_counter_ = 0;
+  std::map<uint64_t, Index> read_floor_;  // read id -> committed index at request time
 
   // What the checks have seen.
   std::map<Term, NodeId> leader_of_term_;
