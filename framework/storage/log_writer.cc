@@ -60,13 +60,16 @@ void LogWriter::ProcessBatch(std::vector<Item>& batch) {
   }
   absl::Status synced = log_->Sync();
   Index durable = log_->DurableIndex();
+  {
+    // Before the callbacks, so that whoever they wake sees the stats of their batch.
+    std::lock_guard lock(mu_);
+    stats_.requests += batch.size();
+    ++stats_.batches;
+  }
   for (size_t i = 0; i < batch.size(); ++i) {
     absl::Status s = results[i].ok() ? synced : results[i];
     batch[i].done(std::move(s), durable);
   }
-  std::lock_guard lock(mu_);
-  stats_.requests += batch.size();
-  ++stats_.batches;
 }
 
 void LogWriter::Shutdown() {

@@ -52,7 +52,7 @@ struct LogWriterOptions {
 };
 
 struct LogWriterStats {
-  uint64_t requests = 0;        // requests completed (callback run)
+  uint64_t requests = 0;        // requests applied and synced (counted just before their callbacks)
   uint64_t batches = 0;         // groups taken off the queue, each with one Log::Sync()
   uint64_t blocked_submits = 0; // Submit calls that had to wait for room
   size_t waiting_submitters = 0;  // Submit calls blocked right now

@@ -17,6 +17,7 @@
 #include "framework/storage/segment.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "spdlog/spdlog.h"
 #include "tests/storage/log_test_util.h"
 #include "tests/testing/temp_dir.h"
 
@@ -53,6 +54,8 @@ class LogCrashTest : public ::testing::Test {
   // A reference log: several sealed segments and an open tail with entries of
   // varied sizes, rising terms and hole runs; fsynced and closed.
   void SetUp() override {
+    saved_level_ = spdlog::get_level();
+    spdlog::set_level(spdlog::level::err);  // hundreds of expected "torn tail" warnings otherwise
     auto log = Log::Open(Options(ref_dir()));
     ASSERT_TRUE(log.ok()) << log.status();
     std::mt19937_64 rng(7);
@@ -81,6 +84,8 @@ class LogCrashTest : public ::testing::Test {
     tail_records_ = scan->records;
     ASSERT_GE(tail_records_.size(), 3u);
   }
+
+  void TearDown() override { spdlog::set_level(saved_level_); }
 
   static LogOptions Options(const std::filesystem::path& dir) {
     LogOptions options;
@@ -140,6 +145,7 @@ class LogCrashTest : public ::testing::Test {
     EXPECT_TRUE((*again)->Stats().recovery_note.empty()) << (*again)->Stats().recovery_note;
   }
 
+  spdlog::level::level_enum saved_level_ = spdlog::level::info;
   caracal::testing::TempDir dir_;
   std::vector<Entry> entries_;
   std::vector<HoleRun> holes_;
