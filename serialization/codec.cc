@@ -130,6 +130,26 @@ absl::StatusOr<HardState> DecodeHardState(std::string_view bytes) {
   });
 }
 
+std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation) {
+  capnp::MallocMessageBuilder message;
+  auto root = message.initRoot<wire::CommandEntry>();
+  root.setSession(session);
+  root.setSequence(sequence);
+  root.setOperation(kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(operation.data()), operation.size()));
+  return MessageBytes(message);
+}
+
+absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload) {
+  auto reader = MessageReader::Parse(payload);
+  if (!reader.ok()) return reader.status();
+  return Guarded("command entry", [&]() -> absl::StatusOr<CommandEntryValue> {
+    auto root = (*reader)->Root<wire::CommandEntry>();
+    auto op = root.getOperation();
+    return CommandEntryValue{root.getSession(), root.getSequence(),
+                             std::string(reinterpret_cast<const char*>(op.begin()), op.size())};
+  });
+}
+
 void AppendRaftFrame(const raft::Message& m, std::string* out) {
   capnp::MallocMessageBuilder message;
   auto frame = message.initRoot<wire::Frame>();

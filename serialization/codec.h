@@ -26,6 +26,15 @@ absl::StatusOr<LogRecordValue> DecodeLogRecordBody(std::string_view body);
 std::string EncodeHardState(const HardState& state);
 absl::StatusOr<HardState> DecodeHardState(std::string_view bytes);
 
+// ---- entry payloads ----
+struct CommandEntryValue {
+  uint64_t session = 0;
+  uint64_t sequence = 0;
+  std::string operation;  // Operation message bytes (framework/include/caracal/codec.h)
+};
+std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation);
+absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload);
+
 // ---- wire frames ----
 // Builders fill a wire::Frame; the body is then framed with AppendFrame.
 void AppendRaftFrame(const raft::Message& message, std::string* out);

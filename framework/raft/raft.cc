@@ -654,6 +654,11 @@ void Raft::FailReads() {
   lease_start_ = -1;
 }
 
+std::optional<Index> Raft::LeaseReadIndex() const {
+  if (!LeaseValid() || commit_ < term_start_) return std::nullopt;
+  return commit_;
+}
+
 bool Raft::LeaseValid() const {
   if (role_ != Role::kLeader || !config_.check_quorum || lease_start_ < 0) return false;
   auto lease = static_cast<Micros>(static_cast<double>(config_.election_timeout_min) * (1.0 - config_.max_clock_drift));

@@ -137,6 +137,9 @@ class Raft {
   // Followers reject votes for election_timeout_min after hearing from a
   // leader (and after starting), so no other leader can exist meanwhile.
   bool LeaseValid() const;
+  // The index a lease read must wait for, while the lease holds and this
+  // term's first entry is committed; nullopt otherwise (use RequestRead).
+  std::optional<Index> LeaseReadIndex() const;
 
   // Hands over what accumulated since the previous call.
   Ready TakeReady();

@@ -101,13 +101,19 @@ void RaftNode::Start() {
 }
 
 void RaftNode::Stop() {
-  if (!running_ && !writer_) return;
+  if (stopped_) return;
+  stopped_ = true;
   running_ = false;
   tick_timer_.cancel();
   if (transport_) transport_->SetHandler(nullptr);
   if (writer_) writer_->Shutdown();  // drains; its callbacks post to io_ and find alive_ false or !running_
-  for (auto& p : pending_) p.done(absl::UnavailableError("server stopped"));
-  pending_.clear();
+  FailReads(absl::UnavailableError("server stopped"));
+}
+
+void RaftNode::FailReads(const absl::Status& status) {
+  auto reads = std::move(reads_);
+  reads_.clear();
+  for (auto& [id, done] : reads) done(status);
 }
 
 void RaftNode::ScheduleTick() {
@@ -122,19 +128,36 @@ void RaftNode::ScheduleTick() {
   });
 }
 
-void RaftNode::Propose(EntryType type, Bytes payload, std::function<void(absl::StatusOr<Index>)> done) {
+absl::StatusOr<std::pair<Index, Term>> RaftNode::Propose(EntryType type, Bytes payload) {
+  if (!running_) {
+    return absl::UnavailableError(failed_ ? absl::StrCat("server failed: ", failure_) : "server is not running");
+  }
+  auto [mono, wall] = Now();
+  raft_->Tick(mono, wall);  // stamp with a fresh wall clock
+  auto index = raft_->Propose(type, std::move(payload));
+  if (!index.ok()) return index.status();
+  return std::make_pair(*index, raft_->term());
+}
+
+void RaftNode::ReadIndex(bool lease, std::function<void(absl::StatusOr<Index>)> done) {
   if (!running_) {
     done(absl::UnavailableError(failed_ ? absl::StrCat("server failed: ", failure_) : "server is not running"));
     return;
   }
   auto [mono, wall] = Now();
-  raft_->Tick(mono, wall);  // stamp with a fresh wall clock
-  auto index = raft_->Propose(type, std::move(payload));
-  if (!index.ok()) {
-    done(index.status());
+  raft_->Tick(mono, wall);
+  if (lease) {
+    if (std::optional<Index> index = raft_->LeaseReadIndex()) {
+      done(*index);
+      return;
+    }
+  }
+  uint64_t id = next_read_id_++;
+  if (absl::Status s = raft_->RequestRead(id); !s.ok()) {
+    done(s);
     return;
   }
-  pending_.push_back(Pending{*index, raft_->term(), std::move(done)});
+  reads_[id] = std::move(done);
   Process();
 }
 
@@ -169,13 +192,24 @@ void RaftNode::Process() {
       }
     }
     for (auto& m : r.messages) transport_->Send(std::move(m));
+    for (const auto& read : r.reads) {
+      auto it = reads_.find(read.id);
+      if (it == reads_.end()) continue;
+      auto done = std::move(it->second);
+      reads_.erase(it);
+      if (read.ok) {
+        done(read.index);
+      } else {
+        done(absl::UnavailableError(absl::StrCat("server ", options_.id,
+                                                 " lost leadership before confirming the read; retry")));
+      }
+    }
   }
   if (!running_) return;
   Index commit = std::min(raft_->commit(), raft_->stable_last());
   if (commit > applied_) {
     Index previous = applied_;
     applied_ = commit;
-    CompleteProposals();
     if (commit_handler_) commit_handler_(previous, commit);
   }
   raft::Status now = raft_->GetStatus();
@@ -186,20 +220,6 @@ void RaftNode::Process() {
     last_reported_applied_ = applied_;
     status_handler_(status());
   }
-}
-
-void RaftNode::CompleteProposals() {
-  size_t done = 0;
-  for (; done < pending_.size() && pending_[done].index <= applied_; ++done) {
-    Pending& p = pending_[done];
-    if (log_->TermAt(p.index) == p.term) {
-      p.done(p.index);
-    } else {
-      p.done(absl::AbortedError(
-          absl::StrCat("entry ", p.index, " of term ", p.term, " was replaced after a leader change; retry")));
-    }
-  }
-  pending_.erase(pending_.begin(), pending_.begin() + done);
 }
 
 void RaftNode::OnWriteDone(absl::Status status, Index last, Term last_term) {
@@ -220,8 +240,7 @@ void RaftNode::Fail(const absl::Status& status) {
   running_ = false;
   tick_timer_.cancel();
   transport_->SetHandler(nullptr);
-  for (auto& p : pending_) p.done(absl::UnavailableError(absl::StrCat("server failed: ", failure_)));
-  pending_.clear();
+  FailReads(absl::UnavailableError(absl::StrCat("server failed: ", failure_)));
   if (status_handler_) status_handler_(this->status());
 }
 

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -76,10 +77,19 @@ class RaftNode {
   // Stops ticking, drains the storage thread. Idempotent.
   void Stop();
 
-  // Proposes an entry (leader only). `done` runs on the raft thread once the
-  // entry is committed (OK, with its index) or can no longer be (an error:
-  // not the leader, leadership lost, node stopped).
-  void Propose(EntryType type, Bytes payload, std::function<void(absl::StatusOr<Index>)> done);
+  // Appends an entry (leader only) and returns its index and term; it is
+  // sent and written at the next Flush() (or tick), so a caller can first
+  // arrange to hear about its outcome. FailedPrecondition naming the leader
+  // on a follower; Unavailable when stopped.
+  absl::StatusOr<std::pair<Index, Term>> Propose(EntryType type, Bytes payload);
+  // Hands what the core produced to storage and the network.
+  void Flush() { Process(); }
+
+  // How far a query must wait: `done` gets the index the state machine must
+  // have applied before a linearizable query may run (read index, or the
+  // lease when `lease` and it holds), or an error (not the leader, leadership
+  // lost before confirmation, stopped).
+  void ReadIndex(bool lease, std::function<void(absl::StatusOr<Index>)> done);
 
   void SetCommitHandler(CommitHandler handler) { commit_handler_ = std::move(handler); }
   // Called whenever role, term, leader, commit or failure changed.
@@ -90,18 +100,13 @@ class RaftNode {
 
  private:
   class LogAdapter;
-  struct Pending {
-    Index index;
-    Term term;
-    std::function<void(absl::StatusOr<Index>)> done;
-  };
 
   RaftNode(boost::asio::io_context& io, RaftNodeOptions options, transport::Transport* transport);
   void ScheduleTick();
   void Process();
   void OnWriteDone(absl::Status status, Index last, Term last_term);
   void Fail(const absl::Status& status);
-  void CompleteProposals();
+  void FailReads(const absl::Status& status);
   static std::pair<int64_t, int64_t> Now();
 
   boost::asio::io_context& io_;
@@ -115,10 +120,12 @@ class RaftNode {
   boost::asio::steady_timer tick_timer_;
   std::shared_ptr<bool> alive_;  // posted callbacks check it (raft thread only)
   bool running_ = false;
+  bool stopped_ = false;
   bool failed_ = false;
   std::string failure_;
   Index applied_ = 0;
-  std::vector<Pending> pending_;
+  uint64_t next_read_id_ = 1;
+  std::map<uint64_t, std::function<void(absl::StatusOr<Index>)>> reads_;
   CommitHandler commit_handler_;
   StatusHandler status_handler_;
   raft::Status last_reported_;

@@ -1,0 +1,250 @@
+#ifndef CARACAL_STATE_MACHINE_H_
+#define CARACAL_STATE_MACHINE_H_
+
+// What an application author writes against: StateMachine, Executor,
+// Commit<T> and log-time timers.
+//
+//   class MapStateMachine : public caracal::StateMachine {
+//    public:
+//     void Configure(caracal::Executor& executor) override {
+//       executor.Register<Put>(this, &MapStateMachine::OnPut);
+//       executor.Register<Get>(this, &MapStateMachine::OnGet);
+//     }
+//     std::optional<std::string> OnPut(caracal::Commit<Put> commit);
+//     std::optional<std::string> OnGet(caracal::Commit<Get> commit);
+//   };
+//
+// Determinism. Every server applies the same committed commands in the same
+// order and must reach the same state. So a state machine reads time only from
+// Commit::time() / Executor::now() (log time, stamped by the leader), schedules
+// only through Executor::Schedule (fired by log time), and never reads the
+// wall clock, random numbers or anything else that differs between servers.
+// The hooks marked *non-deterministic* below are the exception: they run on
+// one server only and must not change replicated state.
+//
+// Threading. All of a state machine's methods run on the server's state
+// machine thread, one at a time: no locking is needed inside it. A slow
+// handler delays later commands and queries, never heartbeats.
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "absl/status/statusor.h"
+#include "caracal/codec.h"
+#include "caracal/operation.h"
+
+namespace caracal {
+
+using Index = uint64_t;
+using Term = uint64_t;
+using NodeId = uint64_t;
+// Log time: microseconds since the Unix epoch, as stamped by the leader. It
+// never goes backwards, on any server, across leader changes.
+using LogClock = std::chrono::system_clock;
+using Time = std::chrono::time_point<LogClock, std::chrono::microseconds>;
+
+namespace internal {
+class ExecutorImpl;
+class CommitContext;
+}  // namespace internal
+
+// The client session a command arrived on. Sessions are registered through
+// the log (id = the index of their Register entry). A command submitted
+// without a session (embedded use) carries session id 0.
+class Session {
+ public:
+  explicit Session(uint64_t id) : id_(id) {}
+  uint64_t id() const { return id_; }
+
+ private:
+  uint64_t id_;
+};
+
+// A committed command (or a query being served), handed to the registered
+// handler. Move-only. For a command it stands for a live log entry: keep it
+// while the command contributes to state; call release() (or destroy it) when
+// it no longer does, so the compactor may remove the entry. For a query it is
+// a view of the state at index() and release() does nothing.
+template <typename T>
+class Commit {
+ public:
+  // An empty commit (index 0, already released): a placeholder in containers.
+  Commit() = default;
+  Commit(Commit&& other) noexcept { MoveFrom(other); }
+  Commit& operator=(Commit&& other) noexcept {
+    if (this != &other) {
+      release();
+      MoveFrom(other);
+    }
+    return *this;
+  }
+  Commit(const Commit&) = delete;
+  Commit& operator=(const Commit&) = delete;
+  ~Commit() { release(); }
+
+  Index index() const { return index_; }
+  Time time() const { return time_; }
+  const Session& session() const { return session_; }
+  const T& operation() const { return operation_; }
+  T& operation() { return operation_; }
+  const T* operator->() const { return &operation_; }
+
+  // This command no longer contributes to state. Idempotent.
+  void release() {
+    if (releaser_ != nullptr) {
+      releaser_(release_target_, index_);
+      releaser_ = nullptr;
+    }
+  }
+  bool released() const { return releaser_ == nullptr; }
+
+  // For the framework and tests: a commit not tied to any release tracking.
+  static Commit Detached(Index index, Time time, Session session, T operation) {
+    return Commit(index, time, session, std::move(operation), nullptr, nullptr);
+  }
+
+ private:
+  friend class Executor;
+  using Releaser = void (*)(void*, Index);
+  Commit(Index index, Time time, Session session, T operation, Releaser releaser, void* target)
+      : index_(index),
+        time_(time),
+        session_(session),
+        operation_(std::move(operation)),
+        releaser_(releaser),
+        release_target_(target) {}
+  void MoveFrom(Commit& other) {
+    index_ = other.index_;
+    time_ = other.time_;
+    session_ = other.session_;
+    operation_ = std::move(other.operation_);
+    releaser_ = other.releaser_;
+    release_target_ = other.release_target_;
+    other.releaser_ = nullptr;
+  }
+
+  Index index_ = 0;
+  Time time_{};
+  Session session_{0};
+  T operation_{};
+  Releaser releaser_ = nullptr;
+  void* release_target_ = nullptr;
+};
+
+// A handle on a scheduled callback. Copyable; Cancel() on any copy cancels.
+class Scheduled {
+ public:
+  Scheduled() = default;
+  void Cancel();
+  bool active() const;
+
+ private:
+  friend class internal::ExecutorImpl;
+  struct State {
+    bool cancelled = false;
+    bool done = false;
+  };
+  explicit Scheduled(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
+};
+
+// Binds operation types to handlers, and schedules deterministic callbacks.
+// Register in StateMachine::Configure; Schedule from command handlers or
+// from other scheduled callbacks (scheduling from a query is an error).
+class Executor {
+ public:
+  using Duration = std::chrono::microseconds;
+
+  // Binds the command or query type Op to `fn`, a member of `sm` taking
+  // Commit<Op> and returning Op's result type (or void).
+  template <OperationType Op, typename SM, typename R>
+  void Register(SM* sm, R (SM::*fn)(Commit<Op>)) {
+    static_assert(std::is_same_v<R, ResultOf<Op>>, "the handler must return the operation's result type");
+    Register<Op>(std::function<R(Commit<Op>)>([sm, fn](Commit<Op> c) -> R { return (sm->*fn)(std::move(c)); }));
+  }
+
+  // Binds Op to any callable taking Commit<Op>.
+  template <OperationType Op>
+  void Register(std::function<ResultOf<Op>(Commit<Op>)> fn) {
+    AddHandler(Op::kName, CommandType<Op>, MakeHandler<Op>(std::move(fn)));
+  }
+
+  // Runs `fn` once log time reaches now() + delay: before the first entry whose
+  // timestamp passes the deadline is applied, in deadline order (ties in
+  // creation order). Replaying the log fires it at the same index.
+  Scheduled Schedule(Duration delay, std::function<void()> fn);
+  // Runs `fn` at now() + initial, then every `interval` after the previous
+  // deadline (no drift), until cancelled.
+  Scheduled Schedule(Duration initial, Duration interval, std::function<void()> fn);
+
+  // Log time and index of what is being applied (a command, a timer, a query).
+  Time now() const;
+  Index index() const;
+
+  // *Non-deterministic.* Runs `fn` after the current command is applied, and
+  // only on the server that was leader when it was committed (the one that
+  // appended it, while still leading). For effects outside the replicated
+  // state: notifying an external system, metrics. Never runs on followers or
+  // during log replay after a restart.
+  void LeaderSideEffect(std::function<void()> fn);
+
+  // Framework internals below. A handler takes the encoded arguments and
+  // returns the encoded result.
+  struct HandlerContext {
+    Index index;
+    Time time;
+    Session session;
+    bool query;
+  };
+  using Handler = std::function<absl::StatusOr<std::string>(const codec::OperationView&, const HandlerContext&)>;
+  explicit Executor(internal::ExecutorImpl* impl) : impl_(impl) {}
+
+ private:
+  void AddHandler(std::string_view name, bool is_command, Handler handler);
+  static void ReleaseAt(void* impl, Index index);
+
+  template <OperationType Op>
+  Handler MakeHandler(std::function<ResultOf<Op>(Commit<Op>)> fn) {
+    internal::ExecutorImpl* impl = impl_;
+    return [fn = std::move(fn), impl](const codec::OperationView& view,
+                                      const HandlerContext& ctx) -> absl::StatusOr<std::string> {
+      absl::StatusOr<Op> op = view.DecodeArgs<Op>();
+      if (!op.ok()) return op.status();
+      Commit<Op> commit(ctx.index, ctx.time, ctx.session, *std::move(op), ctx.query ? nullptr : &Executor::ReleaseAt,
+                        ctx.query ? nullptr : impl);
+      if constexpr (std::is_void_v<ResultOf<Op>>) {
+        fn(std::move(commit));
+        return codec::EncodeResult<Op>(std::monostate{});
+      } else {
+        return codec::EncodeResult<Op>(fn(std::move(commit)));
+      }
+    };
+  }
+
+  internal::ExecutorImpl* impl_;
+};
+
+// The application's replicated state. Subclass it, register operations in
+// Configure, and hand a factory to caracal::Server (or EmbeddedCluster).
+class StateMachine {
+ public:
+  virtual ~StateMachine() = default;
+  virtual void Configure(Executor& executor) = 0;
+
+  // *Non-deterministic* role hooks: this server became leader (of `term`) or
+  // follower. They run on the state machine thread between commands, on this
+  // server only. Use them for leader-only work outside the replicated state
+  // (e.g. start serving a cache); never change replicated state here.
+  virtual void OnBecomeLeader(Term /*term*/) {}
+  virtual void OnBecomeFollower(Term /*term*/, NodeId /*leader*/) {}
+};
+
+}  // namespace caracal
+
+#endif  // CARACAL_STATE_MACHINE_H_

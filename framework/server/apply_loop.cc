@@ -1,0 +1,251 @@
+#include "framework/server/apply_loop.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "serialization/codec.h"
+#include "spdlog/spdlog.h"
+
+namespace caracal::server {
+namespace {
+
+int64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr size_t kReadChunkBytes = 4u << 20;
+constexpr Index kReadChunkEntries = 4096;
+
+}  // namespace
+
+ApplyLoop::ApplyLoop(const storage::Log* log, std::unique_ptr<StateMachine> state_machine, NodeId id)
+    : log_(log), id_(id), executor_(&tracker_), state_machine_(std::move(state_machine)) {
+  state_machine_->Configure(executor_.executor());
+  applied_ = log_->FirstIndex() - 1;
+}
+
+ApplyLoop::~ApplyLoop() { Stop(); }
+
+void ApplyLoop::Start() {
+  std::lock_guard lock(mu_);
+  if (thread_.joinable() || stopping_) return;
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ApplyLoop::Stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::map<Index, Waiter> waiters;
+  std::multimap<Index, PendingQuery> queries;
+  {
+    std::lock_guard lock(mu_);
+    waiters.swap(waiters_);
+    queries.swap(queries_);
+  }
+  for (auto& [index, w] : waiters) w.done(absl::UnavailableError("server stopped"));
+  for (auto& [index, q] : queries) q.done(absl::UnavailableError("server stopped"));
+}
+
+void ApplyLoop::Commit(Index commit) {
+  {
+    std::lock_guard lock(mu_);
+    if (commit <= commit_target_) return;
+    commit_target_ = commit;
+    commit_times_.emplace_back(commit, NowMicros());
+  }
+  wake_.notify_one();
+}
+
+void ApplyLoop::ExpectResult(Index index, Term term, ResultCallback done) {
+  std::lock_guard lock(mu_);
+  if (stopping_) {
+    done(absl::UnavailableError("server stopped"));
+    return;
+  }
+  waiters_[index] = Waiter{term, std::move(done)};
+}
+
+void ApplyLoop::Query(uint64_t session, std::string operation, Index min_index, ResultCallback done) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      done(absl::UnavailableError("server stopped"));
+      return;
+    }
+    queries_.emplace(min_index, PendingQuery{session, std::move(operation), std::move(done)});
+  }
+  wake_.notify_one();
+}
+
+void ApplyLoop::RoleChanged(raft::Role role, Term term, NodeId leader) {
+  {
+    std::lock_guard lock(mu_);
+    role_events_.push_back(RoleEvent{role, term, leader});
+  }
+  wake_.notify_one();
+}
+
+ApplyStats ApplyLoop::Stats() const {
+  std::lock_guard lock(mu_);
+  ApplyStats s = stats_;
+  s.commit_target = commit_target_;
+  s.pending_queries = queries_.size();
+  return s;
+}
+
+Index ApplyLoop::applied() const {
+  std::lock_guard lock(mu_);
+  return stats_.applied;
+}
+
+void ApplyLoop::Run() {
+  for (;;) {
+    Index target;
+    std::deque<RoleEvent> roles;
+    {
+      std::unique_lock lock(mu_);
+      wake_.wait(lock, [&] {
+        bool query_ready = !queries_.empty() && queries_.begin()->first <= applied_;
+        return stopping_ || commit_target_ > applied_ || query_ready || !role_events_.empty();
+      });
+      if (stopping_) return;
+      target = commit_target_;
+      roles.swap(role_events_);
+    }
+    for (const auto& r : roles) {
+      role_ = r.role;
+      term_ = r.term;
+      try {
+        if (r.role == raft::Role::kLeader) {
+          state_machine_->OnBecomeLeader(r.term);
+        } else {
+          state_machine_->OnBecomeFollower(r.term, r.leader);
+        }
+      } catch (const std::exception& e) {
+        spdlog::error("server {}: role hook threw: {}", id_, e.what());
+      }
+    }
+    if (target > applied_ && !ApplyUpTo(target)) return;
+    RunQueries();
+  }
+}
+
+bool ApplyLoop::ApplyUpTo(Index target) {
+  Index before = applied_;
+  while (applied_ < target) {
+    std::vector<Entry> entries;
+    std::vector<HoleRun> holes;
+    Index to = std::min(target, applied_ + kReadChunkEntries);
+    absl::Status s = log_->Read(applied_ + 1, to, kReadChunkBytes, &entries, &holes);
+    if (!s.ok()) {
+      spdlog::critical("server {}: cannot read committed entries [{}, {}] to apply: {}", id_, applied_ + 1, to,
+                       std::string(s.message()));
+      return false;
+    }
+    size_t e = 0, h = 0;
+    Index covered = applied_;
+    if (!entries.empty()) covered = std::max(covered, entries.back().index);
+    if (!holes.empty()) covered = std::max(covered, holes.back().last);
+    for (Index i = applied_ + 1; i <= covered; ++i) {
+      if (e < entries.size() && entries[e].index == i) {
+        ApplyEntry(entries[e++]);
+      } else {
+        // A compacted (hence released) entry: nothing to apply.
+        while (h < holes.size() && holes[h].last < i) ++h;
+        tracker_.Applied(i);
+        CompleteWaiter(i, h < holes.size() ? holes[h].term : 0, absl::AbortedError("compacted"));
+      }
+      applied_ = i;
+    }
+  }
+  int64_t now = NowMicros();
+  std::lock_guard lock(mu_);
+  stats_.applied = applied_;
+  stats_.entries_applied += applied_ - before;
+  ++stats_.batches;
+  stats_.timers_fired = executor_.timers_fired();
+  stats_.live_commits = tracker_.live();
+  while (!commit_times_.empty() && commit_times_.front().first <= applied_) {
+    double latency = static_cast<double>(now - commit_times_.front().second);
+    stats_.apply_latency_max_us = std::max(stats_.apply_latency_max_us, latency);
+    stats_.apply_latency_avg_us = stats_.apply_latency_avg_us == 0
+                                      ? latency
+                                      : 0.9 * stats_.apply_latency_avg_us + 0.1 * latency;
+    commit_times_.pop_front();
+  }
+  return true;
+}
+
+void ApplyLoop::ApplyEntry(const Entry& entry) {
+  if (entry.type != EntryType::kCommand) {
+    // Sessions (Register, KeepAlive, Unregister) and configuration entries are
+    // applied by the framework; the state machine sees only their log time.
+    executor_.ApplyEmpty(entry.index, entry.timestamp);
+    CompleteWaiter(entry.index, entry.term, absl::AbortedError("no command was applied at this index"));
+    return;
+  }
+  absl::StatusOr<std::string> result;
+  auto payload = serialization::DecodeCommandEntry(entry.payload.view());
+  if (!payload.ok()) {
+    executor_.ApplyEmpty(entry.index, entry.timestamp);
+    result = payload.status();
+  } else {
+    result = executor_.ApplyCommand(entry.index, entry.timestamp, payload->session, payload->operation);
+  }
+  auto effects = executor_.TakeSideEffects();
+  if (role_ == raft::Role::kLeader && entry.term == term_) {
+    for (auto& fn : effects) {
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        spdlog::error("server {}: leader side effect at index {} threw: {}", id_, entry.index, e.what());
+      }
+    }
+  }
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.commands;
+  }
+  CompleteWaiter(entry.index, entry.term, std::move(result));
+}
+
+void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result) {
+  Waiter waiter;
+  {
+    std::lock_guard lock(mu_);
+    auto it = waiters_.find(index);
+    if (it == waiters_.end()) return;
+    waiter = std::move(it->second);
+    waiters_.erase(it);
+  }
+  if (waiter.term == term) {
+    waiter.done(std::move(result));
+  } else {
+    waiter.done(absl::AbortedError(absl::StrCat("the command at index ", index,
+                                                " was replaced after a leader change (term ", waiter.term, " -> ",
+                                                term, "); it was not applied")));
+  }
+}
+
+void ApplyLoop::RunQueries() {
+  for (;;) {
+    PendingQuery q;
+    {
+      std::lock_guard lock(mu_);
+      // Every query whose state is applied runs, in (index, arrival) order.
+      if (queries_.empty() || queries_.begin()->first > applied_) return;
+      q = std::move(queries_.begin()->second);
+      queries_.erase(queries_.begin());
+      ++stats_.queries;
+    }
+    q.done(executor_.RunQuery(q.session, q.operation));
+  }
+}
+
+}  // namespace caracal::server

@@ -1,0 +1,127 @@
+#ifndef CARACAL_FRAMEWORK_SERVER_APPLY_LOOP_H_
+#define CARACAL_FRAMEWORK_SERVER_APPLY_LOOP_H_
+
+// The state machine thread. It applies committed entries in log order, in
+// batches (everything committed since the last wake-up, read from the log in
+// chunks), fires log-time timers, runs queries once the state they need is
+// applied, and delivers role changes to the state machine between entries.
+//
+// Other threads talk to it through a mutex-protected inbox: Commit (raise the
+// commit target), ExpectResult (who waits for the response at an index),
+// Query, RoleChanged. Callbacks run on the state machine thread and must only
+// hand results on (post to another thread), never block.
+//
+// Invariants: applied_ only grows, one index at a time, each index exactly
+// once; entries are read only at or below the commit target, which only grows
+// and never exceeds what the raft core reported durable.
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "caracal/operation.h"
+#include "caracal/state_machine.h"
+#include "framework/common/types.h"
+#include "framework/raft/raft.h"
+#include "framework/server/executor_impl.h"
+#include "framework/server/release_tracker.h"
+#include "framework/storage/log.h"
+
+namespace caracal::server {
+
+using ResultCallback = std::function<void(absl::StatusOr<std::string>)>;
+
+struct ApplyStats {
+  Index applied = 0;
+  Index commit_target = 0;          // queue depth = commit_target - applied
+  uint64_t entries_applied = 0;
+  uint64_t batches = 0;             // wake-ups that applied at least one entry
+  uint64_t commands = 0;
+  uint64_t queries = 0;
+  uint64_t timers_fired = 0;
+  size_t pending_queries = 0;
+  size_t live_commits = 0;
+  double apply_latency_avg_us = 0;  // commit notification -> applied, per entry
+  double apply_latency_max_us = 0;
+};
+
+class ApplyLoop {
+ public:
+  ApplyLoop(const storage::Log* log, std::unique_ptr<StateMachine> state_machine, NodeId id);
+  ~ApplyLoop();
+  ApplyLoop(const ApplyLoop&) = delete;
+  ApplyLoop& operator=(const ApplyLoop&) = delete;
+
+  void Start();
+  // Fails every waiter and pending query, then joins the thread. Idempotent.
+  void Stop();
+
+  // Entries up to `commit` are committed and durable: apply them.
+  void Commit(Index commit);
+  // `done` gets the response of the command at `index` if the entry applied
+  // there has term `term`; Aborted otherwise (a leader change replaced it).
+  void ExpectResult(Index index, Term term, ResultCallback done);
+  // Runs the query once applied >= min_index.
+  void Query(uint64_t session, std::string operation, Index min_index, ResultCallback done);
+  void RoleChanged(raft::Role role, Term term, NodeId leader);
+
+  ApplyStats Stats() const;
+  Index applied() const;
+
+ private:
+  struct Waiter {
+    Term term;
+    ResultCallback done;
+  };
+  struct PendingQuery {
+    uint64_t session;
+    std::string operation;
+    ResultCallback done;
+  };
+  struct RoleEvent {
+    raft::Role role;
+    Term term;
+    NodeId leader;
+  };
+
+  void Run();
+  // Applies [applied_+1, target]; returns false on a log read error.
+  bool ApplyUpTo(Index target);
+  void ApplyEntry(const Entry& entry);
+  void RunQueries();
+  void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result);
+
+  const storage::Log* log_;
+  const NodeId id_;
+  ReleaseTracker tracker_;                    // declared before the state machine: commits outlive it
+  internal::ExecutorImpl executor_;
+  std::unique_ptr<StateMachine> state_machine_;
+
+  mutable std::mutex mu_;
+  std::condition_variable wake_;
+  Index commit_target_ = 0;
+  std::map<Index, Waiter> waiters_;
+  std::multimap<Index, PendingQuery> queries_;  // by the index each needs applied
+  std::deque<RoleEvent> role_events_;
+  std::deque<std::pair<Index, int64_t>> commit_times_;  // (commit target, when notified, us)
+  bool stopping_ = false;
+  ApplyStats stats_;
+  std::thread thread_;
+
+  // State machine thread only.
+  Index applied_ = 0;
+  raft::Role role_ = raft::Role::kFollower;
+  Term term_ = 0;
+};
+
+}  // namespace caracal::server
+
+#endif  // CARACAL_FRAMEWORK_SERVER_APPLY_LOOP_H_

@@ -1,0 +1,163 @@
+#include "framework/server/executor_impl.h"
+
+#include <exception>
+#include <stdexcept>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "spdlog/spdlog.h"
+
+namespace caracal {
+
+// ---- Scheduled ----
+
+void Scheduled::Cancel() {
+  if (state_) state_->cancelled = true;
+}
+
+bool Scheduled::active() const { return state_ && !state_->cancelled && !state_->done; }
+
+// ---- Executor (public face) ----
+
+void Executor::AddHandler(std::string_view name, bool is_command, Handler handler) {
+  impl_->AddHandler(name, is_command, std::move(handler));
+}
+
+void Executor::ReleaseAt(void* impl, Index index) {
+  static_cast<internal::ExecutorImpl*>(impl)->tracker().Release(index);
+}
+
+Scheduled Executor::Schedule(Duration delay, std::function<void()> fn) {
+  return impl_->Schedule(delay.count(), 0, std::move(fn));
+}
+
+Scheduled Executor::Schedule(Duration initial, Duration interval, std::function<void()> fn) {
+  if (interval.count() <= 0) throw std::invalid_argument("Executor::Schedule: the interval must be positive");
+  return impl_->Schedule(initial.count(), interval.count(), std::move(fn));
+}
+
+Time Executor::now() const { return Time(std::chrono::microseconds(impl_->time())); }
+
+Index Executor::index() const { return impl_->index(); }
+
+void Executor::LeaderSideEffect(std::function<void()> fn) { impl_->LeaderSideEffect(std::move(fn)); }
+
+namespace internal {
+
+void ExecutorImpl::AddHandler(std::string_view name, bool is_command, Executor::Handler handler) {
+  std::string key(name);
+  if (key.empty()) throw std::invalid_argument("Executor::Register: an operation's kName must not be empty");
+  if (!handlers_.emplace(key, Registered{is_command, std::move(handler)}).second) {
+    throw std::invalid_argument(absl::StrCat("Executor::Register: operation '", key, "' is registered twice"));
+  }
+}
+
+void ExecutorImpl::CheckMayChangeState(const char* what) const {
+  if (in_query_) {
+    throw std::logic_error(absl::StrCat(what, " called while serving query '", current_operation_,
+                                        "': queries must not change state"));
+  }
+}
+
+Scheduled ExecutorImpl::Schedule(LogTime delay, LogTime interval, std::function<void()> fn) {
+  CheckMayChangeState("Executor::Schedule");
+  if (delay < 0) delay = 0;
+  auto state = std::make_shared<Scheduled::State>();
+  timers_.emplace(std::make_pair(time_ + delay, timer_sequence_++), Timer{interval, std::move(fn), state});
+  return Scheduled(state);
+}
+
+void ExecutorImpl::LeaderSideEffect(std::function<void()> fn) {
+  CheckMayChangeState("Executor::LeaderSideEffect");
+  side_effects_.push_back(std::move(fn));
+}
+
+std::vector<std::function<void()>> ExecutorImpl::TakeSideEffects() { return std::exchange(side_effects_, {}); }
+
+void ExecutorImpl::FireTimers(Index index, LogTime time) {
+  index_ = index;
+  while (!timers_.empty() && timers_.begin()->first.first <= time) {
+    auto node = timers_.extract(timers_.begin());
+    LogTime deadline = node.key().first;
+    Timer& timer = node.mapped();
+    if (timer.state->cancelled) continue;
+    time_ = std::max(time_, deadline);
+    current_operation_ = "timer";
+    ++timers_fired_;
+    try {
+      timer.fn();
+    } catch (const std::exception& e) {
+      spdlog::error("timer at log time {} (index {}) threw: {}", deadline, index, e.what());
+    }
+    if (timer.interval > 0 && !timer.state->cancelled) {
+      timers_.emplace(std::make_pair(deadline + timer.interval, timer_sequence_++), std::move(timer));
+    } else {
+      timer.state->done = true;
+    }
+  }
+  time_ = std::max(time_, time);
+}
+
+void ExecutorImpl::ApplyEmpty(Index index, LogTime time) {
+  FireTimers(index, time);
+  tracker_->Applied(index);
+}
+
+std::string ExecutorImpl::KnownOperations() const {
+  std::vector<std::string> names;
+  for (const auto& [name, r] : handlers_) names.push_back(name);
+  std::sort(names.begin(), names.end());
+  return absl::StrJoin(names, ", ");
+}
+
+absl::StatusOr<std::string> ExecutorImpl::ApplyCommand(Index index, LogTime time, uint64_t session,
+                                                       std::string_view operation) {
+  FireTimers(index, time);
+  absl::StatusOr<codec::OperationView> view = codec::ParseOperation(operation);
+  if (!view.ok()) {
+    tracker_->Applied(index);
+    return view.status();
+  }
+  auto it = handlers_.find(std::string(view->name()));
+  if (it == handlers_.end() || !it->second.is_command) {
+    tracker_->Applied(index);
+    return absl::InvalidArgumentError(absl::StrCat(
+        it == handlers_.end() ? "unknown operation '" : "operation is a query, not a command: '",
+        std::string(view->name()), "' (this state machine's operations: ", KnownOperations(), ")"));
+  }
+  current_operation_ = std::string(view->name());
+  tracker_->Hold(index);  // the Commit releases it
+  try {
+    absl::StatusOr<std::string> result = it->second.handler(
+        *view, Executor::HandlerContext{index, Time(std::chrono::microseconds(time_)), Session(session), false});
+    if (!result.ok()) tracker_->Release(index);  // arguments did not decode: nothing holds it
+    return result;
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("handler for '", current_operation_, "' threw: ", e.what()));
+  }
+}
+
+absl::StatusOr<std::string> ExecutorImpl::RunQuery(uint64_t session, std::string_view operation) {
+  absl::StatusOr<codec::OperationView> view = codec::ParseOperation(operation);
+  if (!view.ok()) return view.status();
+  auto it = handlers_.find(std::string(view->name()));
+  if (it == handlers_.end() || it->second.is_command) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        it == handlers_.end() ? "unknown operation '" : "operation is a command, not a query: '",
+        std::string(view->name()), "' (this state machine's operations: ", KnownOperations(), ")"));
+  }
+  current_operation_ = std::string(view->name());
+  in_query_ = true;
+  absl::StatusOr<std::string> result;
+  try {
+    result = it->second.handler(
+        *view, Executor::HandlerContext{index_, Time(std::chrono::microseconds(time_)), Session(session), true});
+  } catch (const std::exception& e) {
+    result = absl::InternalError(absl::StrCat("handler for query '", current_operation_, "' threw: ", e.what()));
+  }
+  in_query_ = false;
+  return result;
+}
+
+}  // namespace internal
+}  // namespace caracal

@@ -1,0 +1,88 @@
+#ifndef CARACAL_FRAMEWORK_SERVER_EXECUTOR_IMPL_H_
+#define CARACAL_FRAMEWORK_SERVER_EXECUTOR_IMPL_H_
+
+// The machinery behind caracal::Executor: the handler table, the
+// deterministic timer queue, the apply context and release tracking.
+//
+// Invariants:
+//   - time_ never decreases; timers fire in (deadline, creation) order, each
+//     before the first entry whose timestamp reaches its deadline;
+//   - while a query runs, nothing may be scheduled or published (in_query_);
+//   - handlers_ is only changed during StateMachine::Configure.
+// State machine thread only.
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "caracal/state_machine.h"
+#include "framework/common/types.h"
+#include "framework/server/release_tracker.h"
+
+namespace caracal::internal {
+
+class ExecutorImpl {
+ public:
+  explicit ExecutorImpl(server::ReleaseTracker* tracker) : tracker_(tracker), executor_(this) {}
+
+  Executor& executor() { return executor_; }
+  server::ReleaseTracker& tracker() { return *tracker_; }
+
+  // Runs every timer due at or before `time`, as part of applying `index`.
+  void FireTimers(Index index, LogTime time);
+  // Applies a command entry at `index`; the result is the encoded response or
+  // an error for the caller (unknown operation, undecodable arguments, a
+  // handler that threw). Either way the entry is applied.
+  absl::StatusOr<std::string> ApplyCommand(Index index, LogTime time, uint64_t session, std::string_view operation);
+  // An entry that carries no command (Initialize, Time, ...) applied at index.
+  void ApplyEmpty(Index index, LogTime time);
+  // Runs a query against the current state.
+  absl::StatusOr<std::string> RunQuery(uint64_t session, std::string_view operation);
+
+  // Side effects the last command asked for (LeaderSideEffect).
+  std::vector<std::function<void()>> TakeSideEffects();
+
+  Index index() const { return index_; }
+  LogTime time() const { return time_; }
+  size_t pending_timers() const { return timers_.size(); }
+  uint64_t timers_fired() const { return timers_fired_; }
+
+  // Executor's implementation.
+  void AddHandler(std::string_view name, bool is_command, Executor::Handler handler);
+  Scheduled Schedule(LogTime delay, LogTime interval, std::function<void()> fn);
+  void LeaderSideEffect(std::function<void()> fn);
+  void CheckMayChangeState(const char* what) const;
+
+ private:
+  struct Registered {
+    bool is_command = false;
+    Executor::Handler handler;
+  };
+  struct Timer {
+    LogTime interval = 0;  // 0: one-shot
+    std::function<void()> fn;
+    std::shared_ptr<Scheduled::State> state;
+  };
+  std::string KnownOperations() const;
+
+  server::ReleaseTracker* tracker_;
+  Executor executor_;
+  absl::flat_hash_map<std::string, Registered> handlers_;
+  std::map<std::pair<LogTime, uint64_t>, Timer> timers_;  // (deadline, creation sequence)
+  uint64_t timer_sequence_ = 0;
+  uint64_t timers_fired_ = 0;
+  Index index_ = 0;
+  LogTime time_ = 0;
+  bool in_query_ = false;
+  std::string current_operation_;
+  std::vector<std::function<void()>> side_effects_;
+};
+
+}  // namespace caracal::internal
+
+#endif  // CARACAL_FRAMEWORK_SERVER_EXECUTOR_IMPL_H_
