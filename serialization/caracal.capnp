@@ -176,3 +176,65 @@ struct Frame {
     clientResponse @4 :ClientResponse;
   }
 }
+
+# ---------------------------------------------------------------- operations
+# How application operations (framework/include/caracal/operation.h) and their
+# results travel. The encoding is self-describing rather than one generated
+# struct per operation type, so an application registers an operation with a
+# C++ struct and CARACAL_FIELDS(...) and never writes a schema. The mapping of
+# C++ types onto Value is in framework/include/caracal/codec.h:
+#
+#   bool                             -> bool
+#   signed integer, enum or duration
+#   count of a signed type           -> int    (a decoder takes `int` or `uint`
+#   ... of an unsigned type          -> uint    when the value fits, else errors)
+#   float, double (or such a count)  -> float
+#   std::string                      -> text   (a decoder also takes `data`)
+#   vector of a 1-byte type          -> data   (a decoder also takes `text`)
+#   std::monostate (a void result),
+#   an empty std::optional           -> none   (a present one: its value's encoding)
+#   vector, array, set               -> list of the elements
+#   map                              -> list of `record [key, value]`
+#   pair, tuple                      -> record of the members
+#   struct with CARACAL_FIELDS, and
+#   an operation's args              -> record of the fields in declaration order
+#
+# Evolution: a record is positional. A reader takes the fields it knows from
+# the front and ignores any extra ones; fields missing from the end keep their
+# default values. So adding a field at the end of an operation struct is
+# compatible in both directions; reordering, removing from the middle or
+# changing a field's type is not.
+
+struct Value {
+  union {
+    none @0 :Void;
+    bool @1 :Bool;
+    int @2 :Int64;
+    uint @3 :UInt64;
+    float @4 :Float64;
+    text @5 :Text;
+    data @6 :Data;
+    list @7 :List(Value);
+    record @8 :List(Value);
+  }
+}
+
+# One operation as a client submits it and as it is stored in a command entry
+# (or carried by a query request): `name` is the operation's stable wire
+# identity (its C++ kName), `args` its fields as a record.
+struct Operation {
+  name @0 :Text;
+  args @1 :Value;
+}
+
+# ---------------------------------------------------------------- entry payloads
+
+# The payload of a `command` log entry. `operation` holds the bytes of one
+# Operation message exactly as the client encoded it (the server parses it
+# when applying; a payload that does not parse is answered with an error and
+# changes no state).
+struct CommandEntry {
+  session @0 :UInt64;    # 0: submitted without a session (embedded use)
+  sequence @1 :UInt64;   # the session's command sequence number (1, 2, ...)
+  operation @2 :Data;
+}

@@ -21,10 +21,7 @@ constexpr Index kReadChunkEntries = 4096;
 }  // namespace
 
 ApplyLoop::ApplyLoop(const storage::Log* log, std::unique_ptr<StateMachine> state_machine, NodeId id)
-    : log_(log), id_(id), executor_(&tracker_), state_machine_(std::move(state_machine)) {
-  state_machine_->Configure(executor_.executor());
-  applied_ = log_->FirstIndex() - 1;
-}
+    : log_(log), id_(id), runner_(std::move(state_machine), id, log->FirstIndex() - 1) {}
 
 ApplyLoop::~ApplyLoop() { Stop(); }
 
@@ -111,67 +108,62 @@ void ApplyLoop::Run() {
     {
       std::unique_lock lock(mu_);
       wake_.wait(lock, [&] {
-        bool query_ready = !queries_.empty() && queries_.begin()->first <= applied_;
-        return stopping_ || commit_target_ > applied_ || query_ready || !role_events_.empty();
+        bool query_ready = !queries_.empty() && queries_.begin()->first <= runner_.applied();
+        return stopping_ || commit_target_ > runner_.applied() || query_ready || !role_events_.empty();
       });
       if (stopping_) return;
       target = commit_target_;
       roles.swap(role_events_);
     }
-    for (const auto& r : roles) {
-      role_ = r.role;
-      term_ = r.term;
-      try {
-        if (r.role == raft::Role::kLeader) {
-          state_machine_->OnBecomeLeader(r.term);
-        } else {
-          state_machine_->OnBecomeFollower(r.term, r.leader);
-        }
-      } catch (const std::exception& e) {
-        spdlog::error("server {}: role hook threw: {}", id_, e.what());
-      }
-    }
-    if (target > applied_ && !ApplyUpTo(target)) return;
+    for (const auto& r : roles) runner_.SetRole(r.role, r.term, r.leader);
+    if (target > runner_.applied() && !ApplyUpTo(target)) return;
     RunQueries();
   }
 }
 
 bool ApplyLoop::ApplyUpTo(Index target) {
-  Index before = applied_;
-  while (applied_ < target) {
+  Index before = runner_.applied();
+  while (runner_.applied() < target) {
     std::vector<Entry> entries;
     std::vector<HoleRun> holes;
-    Index to = std::min(target, applied_ + kReadChunkEntries);
-    absl::Status s = log_->Read(applied_ + 1, to, kReadChunkBytes, &entries, &holes);
+    Index from = runner_.applied() + 1;
+    Index to = std::min(target, from + kReadChunkEntries - 1);
+    absl::Status s = log_->Read(from, to, kReadChunkBytes, &entries, &holes);
     if (!s.ok()) {
-      spdlog::critical("server {}: cannot read committed entries [{}, {}] to apply: {}", id_, applied_ + 1, to,
+      spdlog::critical("server {}: cannot read committed entries [{}, {}] to apply: {}", id_, from, to,
                        std::string(s.message()));
       return false;
     }
     size_t e = 0, h = 0;
-    Index covered = applied_;
+    Index covered = from - 1;
     if (!entries.empty()) covered = std::max(covered, entries.back().index);
     if (!holes.empty()) covered = std::max(covered, holes.back().last);
-    for (Index i = applied_ + 1; i <= covered; ++i) {
+    for (Index i = from; i <= covered; ++i) {
       if (e < entries.size() && entries[e].index == i) {
-        ApplyEntry(entries[e++]);
+        const Entry& entry = entries[e++];
+        absl::StatusOr<std::string> result = runner_.Apply(entry);
+        if (entry.type == EntryType::kCommand) {
+          std::lock_guard lock(mu_);
+          ++stats_.commands;
+        }
+        CompleteWaiter(i, entry.term, std::move(result));
       } else {
         // A compacted (hence released) entry: nothing to apply.
         while (h < holes.size() && holes[h].last < i) ++h;
-        tracker_.Applied(i);
+        runner_.ApplyHole(i);
         CompleteWaiter(i, h < holes.size() ? holes[h].term : 0, absl::AbortedError("compacted"));
       }
-      applied_ = i;
     }
   }
+  Index applied = runner_.applied();
   int64_t now = NowMicros();
   std::lock_guard lock(mu_);
-  stats_.applied = applied_;
-  stats_.entries_applied += applied_ - before;
+  stats_.applied = applied;
+  stats_.entries_applied += applied - before;
   ++stats_.batches;
-  stats_.timers_fired = executor_.timers_fired();
-  stats_.live_commits = tracker_.live();
-  while (!commit_times_.empty() && commit_times_.front().first <= applied_) {
+  stats_.timers_fired = runner_.executor().timers_fired();
+  stats_.live_commits = runner_.tracker().live();
+  while (!commit_times_.empty() && commit_times_.front().first <= applied) {
     double latency = static_cast<double>(now - commit_times_.front().second);
     stats_.apply_latency_max_us = std::max(stats_.apply_latency_max_us, latency);
     stats_.apply_latency_avg_us = stats_.apply_latency_avg_us == 0
@@ -180,39 +172,6 @@ bool ApplyLoop::ApplyUpTo(Index target) {
     commit_times_.pop_front();
   }
   return true;
-}
-
-void ApplyLoop::ApplyEntry(const Entry& entry) {
-  if (entry.type != EntryType::kCommand) {
-    // Sessions (Register, KeepAlive, Unregister) and configuration entries are
-    // applied by the framework; the state machine sees only their log time.
-    executor_.ApplyEmpty(entry.index, entry.timestamp);
-    CompleteWaiter(entry.index, entry.term, absl::AbortedError("no command was applied at this index"));
-    return;
-  }
-  absl::StatusOr<std::string> result;
-  auto payload = serialization::DecodeCommandEntry(entry.payload.view());
-  if (!payload.ok()) {
-    executor_.ApplyEmpty(entry.index, entry.timestamp);
-    result = payload.status();
-  } else {
-    result = executor_.ApplyCommand(entry.index, entry.timestamp, payload->session, payload->operation);
-  }
-  auto effects = executor_.TakeSideEffects();
-  if (role_ == raft::Role::kLeader && entry.term == term_) {
-    for (auto& fn : effects) {
-      try {
-        fn();
-      } catch (const std::exception& e) {
-        spdlog::error("server {}: leader side effect at index {} threw: {}", id_, entry.index, e.what());
-      }
-    }
-  }
-  {
-    std::lock_guard lock(mu_);
-    ++stats_.commands;
-  }
-  CompleteWaiter(entry.index, entry.term, std::move(result));
 }
 
 void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result) {
@@ -239,12 +198,12 @@ void ApplyLoop::RunQueries() {
     {
       std::lock_guard lock(mu_);
       // Every query whose state is applied runs, in (index, arrival) order.
-      if (queries_.empty() || queries_.begin()->first > applied_) return;
+      if (queries_.empty() || queries_.begin()->first > runner_.applied()) return;
       q = std::move(queries_.begin()->second);
       queries_.erase(queries_.begin());
       ++stats_.queries;
     }
-    q.done(executor_.RunQuery(q.session, q.operation));
+    q.done(runner_.Query(q.session, q.operation));
   }
 }
 

@@ -31,8 +31,7 @@
 #include "caracal/state_machine.h"
 #include "framework/common/types.h"
 #include "framework/raft/raft.h"
-#include "framework/server/executor_impl.h"
-#include "framework/server/release_tracker.h"
+#include "framework/server/state_machine_runner.h"
 #include "framework/storage/log.h"
 
 namespace caracal::server {
@@ -95,15 +94,12 @@ class ApplyLoop {
   void Run();
   // Applies [applied_+1, target]; returns false on a log read error.
   bool ApplyUpTo(Index target);
-  void ApplyEntry(const Entry& entry);
   void RunQueries();
   void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result);
 
   const storage::Log* log_;
   const NodeId id_;
-  ReleaseTracker tracker_;                    // declared before the state machine: commits outlive it
-  internal::ExecutorImpl executor_;
-  std::unique_ptr<StateMachine> state_machine_;
+  StateMachineRunner runner_;  // state machine thread only
 
   mutable std::mutex mu_;
   std::condition_variable wake_;
@@ -116,10 +112,6 @@ class ApplyLoop {
   ApplyStats stats_;
   std::thread thread_;
 
-  // State machine thread only.
-  Index applied_ = 0;
-  raft::Role role_ = raft::Role::kFollower;
-  Term term_ = 0;
 };
 
 }  // namespace caracal::server

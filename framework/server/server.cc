@@ -59,8 +59,11 @@ class Server::Impl {
         last_term_ = s.raft.term;
         apply_->RoleChanged(s.raft.role, s.raft.term, s.raft.leader);
       }
-      std::lock_guard lock(status_mu_);
-      status_ = s;
+      {
+        std::lock_guard lock(status_mu_);
+        status_ = s;
+      }
+      if (options_.on_status_change) options_.on_status_change();
     });
     status_ = node_->status();
     return absl::OkStatus();
@@ -230,6 +233,10 @@ Server::Builder& Server::Builder::WithStateMachine(StateMachineFactory factory) 
 }
 Server::Builder& Server::Builder::WithInMemoryNetwork(std::shared_ptr<transport::InMemoryNetwork> network) {
   options_.in_memory_network = std::move(network);
+  return *this;
+}
+Server::Builder& Server::Builder::OnStatusChange(std::function<void()> fn) {
+  options_.on_status_change = std::move(fn);
   return *this;
 }
 absl::StatusOr<std::unique_ptr<Server>> Server::Builder::Build() { return Server::Create(options_); }

@@ -9,15 +9,15 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <mutex>
 #include <string>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "boost/asio/io_context.hpp"
-#include "boost/asio/signal_set.hpp"
-#include "framework/server/raft_node.h"
+#include "caracal/server.h"
+#include "examples/registry.h"
 #include "framework/transport/tcp_transport.h"
 #include "spdlog/spdlog.h"
 
@@ -47,15 +47,15 @@ absl::StatusOr<std::map<NodeId, std::string>> ParseMembers(const std::string& te
 }
 
 // Writes the status file atomically (temp + rename) so readers never see half a line.
-void WriteStatus(const std::filesystem::path& path, const caracal::server::RaftNodeStatus& s) {
+void WriteStatus(const std::filesystem::path& path, const caracal::ServerInfo& s) {
   if (path.empty()) return;
   std::filesystem::path tmp = path;
   tmp += ".tmp";
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << "id=" << s.raft.id << " role=" << caracal::raft::RoleName(s.raft.role) << " term=" << s.raft.term
-        << " leader=" << s.raft.leader << " commit=" << s.raft.commit << " applied=" << s.applied
-        << " last=" << s.raft.last_index << " failed=" << (s.failed ? 1 : 0) << " pid=" << getpid() << "\n";
+    out << "id=" << s.id << " role=" << s.role << " term=" << s.term << " leader=" << s.leader
+        << " commit=" << s.commit << " applied=" << s.applied << " last=" << s.last_index
+        << " failed=" << (s.failed ? 1 : 0) << " port=" << s.port << " pid=" << getpid() << "\n";
   }
   std::error_code ec;
   std::filesystem::rename(tmp, path, ec);
@@ -67,7 +67,7 @@ int main(int argc, char** argv) {
   CLI::App app{"caracal-server: one member of a Caracal cluster (Raft over TCP)."};
   uint64_t id = 0;
   std::string members_text, listen, data_dir, storage = "disk", cluster_id = "caracal", log_level = "info";
-  std::string status_file;
+  std::string status_file, state_machine = "kv";
   int election_ms = 300, heartbeat_ms = 50;
   app.add_option("--id", id, "This server's id (a member of --members)")->required();
   app.add_option("--members", members_text, "Every member, as ID=HOST:PORT,ID=HOST:PORT,...")->required();
@@ -84,10 +84,21 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--status-file", status_file,
                  "File rewritten with one status line on every change (default: DATA_DIR/status)");
+  app.add_option("--state-machine", state_machine, "Which example state machine to host")
+      ->check(CLI::IsMember(caracal::examples::StateMachineNames()))
+      ->capture_default_str();
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}))
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+
+  // Signals are taken synchronously by the main thread (sigtimedwait below);
+  // block them before any thread starts so none of those threads gets them.
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGINT);
+  sigaddset(&blocked, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &blocked, nullptr);
 
   spdlog::set_level(spdlog::level::from_str(log_level));
   auto members = ParseMembers(members_text);
@@ -118,52 +129,64 @@ int main(int argc, char** argv) {
     }
   }
 
-  boost::asio::io_context io;
-  absl::flat_hash_map<NodeId, std::string> peers;
-  std::vector<NodeId> voters;
-  for (const auto& [mid, address] : *members) {
-    voters.push_back(mid);
-    if (mid != id) peers[mid] = address;
-  }
-  caracal::transport::TcpTransport transport(io, id, cluster_id, peers);
-  if (absl::Status s = transport.Listen(listen); !s.ok()) {
-    std::fprintf(stderr, "caracal-server: cannot listen on %s: %s\n", listen.c_str(), std::string(s.message()).c_str());
-    return 1;
-  }
-
-  caracal::server::RaftNodeOptions options;
-  options.id = id;
-  options.voters = voters;
-  options.data_directory = data_dir;
-  options.storage_level =
-      storage == "disk" ? caracal::storage::StorageLevel::kDisk : caracal::storage::StorageLevel::kMemory;
-  options.election_timeout = std::chrono::milliseconds(election_ms);
-  options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
-  auto node = caracal::server::RaftNode::Open(io, options, &transport);
-  if (!node.ok()) {
-    std::fprintf(stderr, "caracal-server: cannot open server %lu: %s\n", static_cast<unsigned long>(id),
-                 std::string(node.status().message()).c_str());
-    return 1;
-  }
+  caracal::StateMachineFactory factory = caracal::examples::FindStateMachine(state_machine);
+  std::map<caracal::NodeId, std::string> member_map(members->begin(), members->end());
   std::filesystem::path status_path = status_file == "-" ? "" : status_file;
-  (*node)->SetStatusHandler([&](const caracal::server::RaftNodeStatus& s) {
-    WriteStatus(status_path, s);
-    if (s.failed) io.stop();
-  });
-  WriteStatus(status_path, (*node)->status());
+  std::mutex status_mu;
+  caracal::Server* server_ptr = nullptr;
+  auto write_status = [&] {
+    std::lock_guard lock(status_mu);
+    if (server_ptr != nullptr) WriteStatus(status_path, server_ptr->Info());
+  };
+  auto built = caracal::Server::Builder()
+                   .WithId(id)
+                   .WithMembers(member_map)
+                   .WithListenAddress(listen)
+                   .WithDataDirectory(data_dir)
+                   .WithClusterId(cluster_id)
+                   .WithElectionTimeout(std::chrono::milliseconds(election_ms))
+                   .WithHeartbeatInterval(std::chrono::milliseconds(heartbeat_ms))
+                   .WithStateMachine(factory)
+                   .OnStatusChange(write_status);
+  if (storage == "memory") built.InMemory();
+  auto server = built.Build();
+  if (!server.ok()) {
+    std::fprintf(stderr, "caracal-server: cannot open server %lu: %s\n", static_cast<unsigned long>(id),
+                 std::string(server.status().message()).c_str());
+    return 1;
+  }
+  if (absl::Status s = (*server)->Start(); !s.ok()) {
+    std::fprintf(stderr, "caracal-server: cannot start server %lu on %s: %s\n", static_cast<unsigned long>(id),
+                 listen.c_str(), std::string(s.message()).c_str());
+    return 1;
+  }
+  {
+    std::lock_guard lock(status_mu);
+    server_ptr = server->get();
+  }
+  spdlog::info("server {}: {} state machine, listening on {} (port {}), {} members", id, state_machine, listen,
+               (*server)->port(), members->size());
 
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& ec, int sig) {
-    if (ec) return;
-    spdlog::info("server {}: signal {}, shutting down", id, sig);
-    (*node)->Stop();
-    transport.Close();
-    io.stop();
-  });
-  spdlog::info("server {}: listening on {} (port {}), {} members", id, listen, transport.port(), members->size());
-  (*node)->Start();
-  io.run();
-  bool failed = (*node)->status().failed;
-  (*node)->Stop();
+  // Wait for SIGINT/SIGTERM; refresh the status file meanwhile (applied
+  // progress happens on the state machine thread and is not a status event).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int sig = 0;
+  for (;;) {
+    write_status();
+    if ((*server)->Info().failed) break;
+    timespec wait{0, 100'000'000};
+    sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig > 0) break;
+  }
+  bool failed = (*server)->Info().failed;
+  if (sig > 0) spdlog::info("server {}: signal {}, shutting down", id, sig);
+  {
+    std::lock_guard lock(status_mu);
+    server_ptr = nullptr;
+  }
+  (*server)->Stop();
   return failed ? 1 : 0;
 }

@@ -55,6 +55,8 @@ struct ServerOptions {
   StateMachineFactory state_machine;
   // Embedded mode: talk over this in-process network instead of TCP.
   std::shared_ptr<transport::InMemoryNetwork> in_memory_network;
+  // Called (on the raft thread) whenever role, term, leader or commit changed.
+  std::function<void()> on_status_change;
 };
 
 struct ServerInfo {
@@ -94,6 +96,9 @@ class Server {
       return WithStateMachine([args...]() -> std::unique_ptr<StateMachine> { return std::make_unique<SM>(args...); });
     }
     Builder& WithInMemoryNetwork(std::shared_ptr<transport::InMemoryNetwork> network);
+    // `fn` runs on the raft thread whenever role, term, leader or commit
+    // changed; call Info() from it for the details. Keep it short.
+    Builder& OnStatusChange(std::function<void()> fn);
     // Checks the options and opens storage (recovering the log).
     absl::StatusOr<std::unique_ptr<Server>> Build();
 
