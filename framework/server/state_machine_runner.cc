@@ -22,31 +22,34 @@ StateMachineRunner::~StateMachineRunner() {
 absl::StatusOr<std::string> StateMachineRunner::Apply(const Entry& entry) {
   assert(entry.index == applied_ + 1);
   applied_ = entry.index;
+  absl::StatusOr<std::string> result;
   if (entry.type != EntryType::kCommand) {
     // Sessions (Register, KeepAlive, Unregister) and configuration entries are
     // applied by the framework; the state machine sees only their log time.
     executor_.ApplyEmpty(entry.index, entry.timestamp);
-    return absl::AbortedError(absl::StrCat("no command was applied at index ", entry.index));
-  }
-  absl::StatusOr<std::string> result;
-  auto payload = serialization::DecodeCommandEntry(entry.payload.view());
-  if (!payload.ok()) {
+    result = absl::AbortedError(absl::StrCat("no command was applied at index ", entry.index));
+  } else if (auto payload = serialization::DecodeCommandEntry(entry.payload.view()); !payload.ok()) {
     executor_.ApplyEmpty(entry.index, entry.timestamp);
     result = payload.status();
   } else {
     result = executor_.ApplyCommand(entry.index, entry.timestamp, payload->session, payload->operation);
   }
+  // Whatever the entry, timers fired before it may have asked for side
+  // effects: they belong to this entry (run now or never, not with a later one).
+  RunSideEffects(entry);
+  return result;
+}
+
+void StateMachineRunner::RunSideEffects(const Entry& entry) {
   auto effects = executor_.TakeSideEffects();
-  if (role_ == raft::Role::kLeader && entry.term == term_) {
-    for (auto& fn : effects) {
-      try {
-        fn();
-      } catch (const std::exception& e) {
-        spdlog::error("server {}: leader side effect at index {} threw: {}", id_, entry.index, e.what());
-      }
+  if (role_ != raft::Role::kLeader || entry.term != term_) return;
+  for (auto& fn : effects) {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      spdlog::error("server {}: leader side effect at index {} threw: {}", id_, entry.index, e.what());
     }
   }
-  return result;
 }
 
 void StateMachineRunner::ApplyHole(Index index) {

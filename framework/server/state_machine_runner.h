@@ -46,6 +46,10 @@ class StateMachineRunner {
   StateMachine& state_machine() { return *state_machine_; }
 
  private:
+  // Runs (leader of the entry's term) or drops the side effects asked for
+  // while applying `entry`.
+  void RunSideEffects(const Entry& entry);
+
   NodeId id_;
   Index applied_;
   ReleaseTracker tracker_;  // before the state machine: commits it holds release into it

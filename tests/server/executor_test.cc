@@ -1,0 +1,756 @@
+// The state machine API, driven synchronously through StateMachineRunner with
+// hand-built log entries: Commit semantics and release tracking, log-time
+// timers, errors that change nothing, leader side effects and role hooks.
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "caracal/codec.h"
+#include "caracal/operation.h"
+#include "caracal/state_machine.h"
+#include "framework/server/state_machine_runner.h"
+#include "gtest/gtest.h"
+#include "serialization/codec.h"
+#include "spdlog/spdlog.h"
+
+namespace caracal::server {
+namespace {
+
+const bool kQuiet = (spdlog::set_level(spdlog::level::off), true);
+
+using std::chrono::microseconds;
+
+// ---- the operations of the test state machine (namespace scope: they have
+// static members) ----
+
+// Sets key = value. With keep, the state machine keeps the commit (the entry
+// stays live) until the key is overwritten or dropped.
+struct SetOp : Command<int64_t> {  // returns the previous value (0 when absent)
+  static constexpr std::string_view kName = "test.set";
+  std::string key;
+  int64_t value = 0;
+  bool keep = false;
+  CARACAL_FIELDS(key, value, keep)
+};
+
+// The same wire name with a different field type: its arguments do not decode
+// as SetOp's.
+struct SetOpWrongTypes : Command<int64_t> {
+  static constexpr std::string_view kName = "test.set";
+  int64_t key = 0;
+  CARACAL_FIELDS(key)
+};
+
+struct DropOp : Command<bool> {  // releases the kept commit of `key`
+  static constexpr std::string_view kName = "test.drop";
+  std::string key;
+  CARACAL_FIELDS(key)
+};
+
+struct GetOp : Query<int64_t> {
+  static constexpr std::string_view kName = "test.get";
+  std::string key;
+  CARACAL_FIELDS(key)
+};
+
+// Schedules a timer named `tag`; interval_us > 0 makes it periodic. With
+// cancel_tag, the timer cancels that other timer when it fires; with
+// then_tag/then_delay_us it schedules another timer when it fires.
+struct ScheduleOp : Command<void> {
+  static constexpr std::string_view kName = "test.schedule";
+  std::string tag;
+  int64_t delay_us = 0;
+  int64_t interval_us = 0;
+  std::string cancel_tag;
+  std::string then_tag;
+  int64_t then_delay_us = 0;
+  int64_t stop_after = 0;  // a periodic timer cancels itself after this many firings
+  CARACAL_FIELDS(tag, delay_us, interval_us, cancel_tag, then_tag, then_delay_us, stop_after)
+};
+
+struct CancelOp : Command<bool> {
+  static constexpr std::string_view kName = "test.cancel";
+  std::string tag;
+  CARACAL_FIELDS(tag)
+};
+
+// Returns what the timers fired so far, as the command sees it: "tag@index/now,".
+struct FiredOp : Command<std::string> {
+  static constexpr std::string_view kName = "test.fired";
+  CARACAL_FIELDS()
+};
+
+// Describes the commit it was handed.
+struct DescribeOp : Command<std::string> {
+  static constexpr std::string_view kName = "test.describe";
+  std::string note;
+  CARACAL_FIELDS(note)
+};
+
+struct ThrowOp : Command<int64_t> {  // throws
+  static constexpr std::string_view kName = "test.throw";
+  CARACAL_FIELDS()
+};
+
+struct EffectOp : Command<void> {  // asks for a leader side effect
+  static constexpr std::string_view kName = "test.effect";
+  std::string tag;
+  CARACAL_FIELDS(tag)
+};
+
+struct ScheduleFromQuery : Query<int64_t> {
+  static constexpr std::string_view kName = "test.query_schedules";
+  CARACAL_FIELDS()
+};
+
+struct EffectFromQuery : Query<int64_t> {
+  static constexpr std::string_view kName = "test.query_side_effect";
+  CARACAL_FIELDS()
+};
+
+struct NotRegistered : Command<int64_t> {
+  static constexpr std::string_view kName = "test.not_registered";
+  CARACAL_FIELDS()
+};
+
+// What the test state machine observed, shared with the test (the runner owns
+// the state machine itself).
+struct Observed {
+  std::vector<std::string> fired;       // "tag@index/now"
+  std::vector<std::string> effects;     // side effects that ran
+  std::vector<std::string> roles;       // "leader:term", "follower:term:leader"
+};
+
+class TestStateMachine : public StateMachine {
+ public:
+  explicit TestStateMachine(Observed* observed) : observed_(observed) {}
+
+  void Configure(Executor& executor) override {
+    executor_ = &executor;
+    executor.Register<SetOp>(this, &TestStateMachine::OnSet);
+    executor.Register<DropOp>(this, &TestStateMachine::OnDrop);
+    executor.Register<GetOp>(this, &TestStateMachine::OnGet);
+    executor.Register<ScheduleOp>(this, &TestStateMachine::OnSchedule);
+    executor.Register<CancelOp>(this, &TestStateMachine::OnCancel);
+    executor.Register<FiredOp>(this, &TestStateMachine::OnFired);
+    executor.Register<DescribeOp>(this, &TestStateMachine::OnDescribe);
+    executor.Register<ThrowOp>(this, &TestStateMachine::OnThrow);
+    executor.Register<EffectOp>(this, &TestStateMachine::OnEffect);
+    executor.Register<ScheduleFromQuery>(this, &TestStateMachine::OnScheduleFromQuery);
+    executor.Register<EffectFromQuery>(this, &TestStateMachine::OnEffectFromQuery);
+  }
+
+  void OnBecomeLeader(Term term) override { observed_->roles.push_back(absl::StrCat("leader:", term)); }
+  void OnBecomeFollower(Term term, NodeId leader) override {
+    observed_->roles.push_back(absl::StrCat("follower:", term, ":", leader));
+  }
+
+  int64_t OnSet(Commit<SetOp> commit) {
+    int64_t previous = values_.contains(commit->key) ? values_[commit->key] : 0;
+    values_[commit->key] = commit->value;
+    if (commit->keep) {
+      kept_[commit->key] = std::move(commit);  // move-assignment releases the commit it replaces
+    } else {
+      kept_.erase(commit->key);
+    }
+    return previous;
+  }
+
+  bool OnDrop(Commit<DropOp> commit) { return kept_.erase(commit->key) > 0; }
+
+  int64_t OnGet(Commit<GetOp> commit) {
+    auto it = values_.find(commit->key);
+    return it == values_.end() ? 0 : it->second;
+  }
+
+  void OnSchedule(Commit<ScheduleOp> commit) { Arm(commit.operation()); }
+
+  bool OnCancel(Commit<CancelOp> commit) {
+    auto it = timers_.find(commit->tag);
+    if (it == timers_.end()) return false;
+    bool was_active = it->second.active();
+    it->second.Cancel();
+    return was_active;
+  }
+
+  std::string OnFired(Commit<FiredOp>) {
+    std::string out;
+    for (const auto& f : observed_->fired) absl::StrAppend(&out, f, ",");
+    return out;
+  }
+
+  std::string OnDescribe(Commit<DescribeOp> commit) {
+    return absl::StrCat("index=", commit.index(), " time=", commit.time().time_since_epoch().count(),
+                        " session=", commit.session().id(), " note=", commit->note,
+                        " executor.index=", executor_->index(),
+                        " executor.now=", executor_->now().time_since_epoch().count());
+  }
+
+  int64_t OnThrow(Commit<ThrowOp>) { throw std::runtime_error("the handler gave up"); }
+
+  void OnEffect(Commit<EffectOp> commit) {
+    std::string tag = commit->tag;
+    executor_->LeaderSideEffect([this, tag] { observed_->effects.push_back(tag); });
+  }
+
+  int64_t OnScheduleFromQuery(Commit<ScheduleFromQuery>) {
+    executor_->Schedule(microseconds(10), [] {});
+    return 1;
+  }
+
+  int64_t OnEffectFromQuery(Commit<EffectFromQuery>) {
+    executor_->LeaderSideEffect([] {});
+    return 1;
+  }
+
+  std::string Digest() const {
+    std::string out;
+    for (const auto& [k, v] : values_) absl::StrAppend(&out, k, "=", v, ";");
+    absl::StrAppend(&out, "kept:");
+    for (const auto& [k, c] : kept_) absl::StrAppend(&out, k, "@", c.index(), ";");
+    absl::StrAppend(&out, "timers:");
+    for (const auto& [k, t] : timers_) absl::StrAppend(&out, k, t.active() ? "+" : "-", ";");
+    return out;
+  }
+
+ private:
+  void Arm(ScheduleOp op) {
+    auto fire = [this, op] {
+      observed_->fired.push_back(
+          absl::StrCat(op.tag, "@", executor_->index(), "/", executor_->now().time_since_epoch().count()));
+      if (!op.cancel_tag.empty()) timers_[op.cancel_tag].Cancel();
+      if (!op.then_tag.empty()) {
+        ScheduleOp next;
+        next.tag = op.then_tag;
+        next.delay_us = op.then_delay_us;
+        Arm(next);
+      }
+      if (op.stop_after > 0 && ++firings_[op.tag] >= op.stop_after) timers_[op.tag].Cancel();
+    };
+    if (op.interval_us > 0) {
+      timers_[op.tag] = executor_->Schedule(microseconds(op.delay_us), microseconds(op.interval_us), fire);
+    } else {
+      timers_[op.tag] = executor_->Schedule(microseconds(op.delay_us), fire);
+    }
+  }
+
+  Observed* observed_;
+  Executor* executor_ = nullptr;
+  std::map<std::string, int64_t> values_;
+  std::map<std::string, Commit<SetOp>> kept_;
+  std::map<std::string, Scheduled> timers_;
+  std::map<std::string, int64_t> firings_;
+};
+
+// ---- helpers ----
+
+// A command entry carrying `op` (session 0).
+template <OperationType Op>
+Entry MakeCommandEntry(Index index, const Op& op, Term term = 1, LogTime time = 1'000) {
+  return Entry{index, term, time, EntryType::kCommand,
+               Bytes(serialization::EncodeCommandEntry(0, 0, codec::EncodeOperation(op)))};
+}
+
+// A runner over a fresh TestStateMachine, and a log builder that appends
+// entries at consecutive indexes.
+class ExecutorTest : public ::testing::Test {
+ protected:
+  ExecutorTest() {
+    auto sm = std::make_unique<TestStateMachine>(&observed_);
+    sm_ = sm.get();
+    runner_ = std::make_unique<StateMachineRunner>(std::move(sm), /*id=*/1);
+  }
+
+  template <OperationType Op>
+  static Entry CommandEntry(Index index, LogTime time, const Op& op, Term term = 1, uint64_t session = 0,
+                            uint64_t sequence = 0) {
+    return RawCommandEntry(index, time, codec::EncodeOperation(op), term, session, sequence);
+  }
+  static Entry RawCommandEntry(Index index, LogTime time, std::string operation_bytes, Term term = 1,
+                               uint64_t session = 0, uint64_t sequence = 0) {
+    return Entry{index, term, time, EntryType::kCommand,
+                 Bytes(serialization::EncodeCommandEntry(session, sequence, operation_bytes))};
+  }
+
+  // Applies `op` as the next command at log time `time`.
+  template <OperationType Op>
+  absl::StatusOr<std::string> Apply(LogTime time, const Op& op, Term term = 1, uint64_t session = 0) {
+    return runner_->Apply(CommandEntry(runner_->applied() + 1, time, op, term, session));
+  }
+
+  // Applies `op` and decodes its result; fails the test on an error.
+  template <CommandType Op>
+  WireResultOf<Op> Run(LogTime time, const Op& op, Term term = 1) {
+    absl::StatusOr<std::string> bytes = Apply(time, op, term);
+    EXPECT_TRUE(bytes.ok()) << Op::kName << " at log time " << time << ": " << bytes.status();
+    if (!bytes.ok()) return {};
+    absl::StatusOr<WireResultOf<Op>> result = codec::DecodeResult<Op>(*bytes);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return result.ok() ? *result : WireResultOf<Op>{};
+  }
+
+  template <QueryType Op>
+  absl::StatusOr<WireResultOf<Op>> Query(const Op& op) {
+    absl::StatusOr<std::string> bytes = runner_->Query(0, codec::EncodeOperation(op));
+    if (!bytes.ok()) return bytes.status();
+    return codec::DecodeResult<Op>(*bytes);
+  }
+
+  // An entry that carries no command (Initialize, as a new leader commits).
+  void ApplyInitialize(LogTime time, Term term = 1) {
+    absl::StatusOr<std::string> r =
+        runner_->Apply(Entry{runner_->applied() + 1, term, time, EntryType::kInitialize, Bytes()});
+    EXPECT_TRUE(absl::IsAborted(r.status())) << r.status();
+  }
+
+  const ReleaseTracker& tracker() const { return runner_->tracker(); }
+
+  Observed observed_;
+  TestStateMachine* sm_ = nullptr;
+  std::unique_ptr<StateMachineRunner> runner_;
+};
+
+bool Contains(const absl::Status& status, std::string_view text) {
+  return std::string(status.message()).find(text) != std::string::npos;
+}
+
+// ================================================================ Commit
+
+TEST_F(ExecutorTest, CommitCarriesIndexTimeSessionAndOperation) {
+  Run(1'000, SetOp{.key = "a", .value = 1});
+  absl::StatusOr<std::string> bytes = runner_->Apply(
+      CommandEntry(2, 2'500, DescribeOp{.note = "hello"}, /*term=*/3, /*session=*/17, /*sequence=*/4));
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_EQ(*codec::DecodeResult<DescribeOp>(*bytes),
+            "index=2 time=2500 session=17 note=hello executor.index=2 executor.now=2500");
+}
+
+TEST_F(ExecutorTest, CommitTimeNeverGoesBackwardsEvenIfAnEntryIsStampedEarlier) {
+  // Log time is max(previous, stamp); the applier keeps that promise even if
+  // handed an entry with an older stamp.
+  Run(5'000, SetOp{.key = "a", .value = 1});
+  EXPECT_EQ(Run(4'000, DescribeOp{}), "index=2 time=5000 session=0 note= executor.index=2 executor.now=5000");
+}
+
+TEST(CommitTest, IsMoveOnlyAndAMovedFromCommitIsReleased) {
+  static_assert(!std::is_copy_constructible_v<Commit<SetOp>>);
+  static_assert(!std::is_copy_assignable_v<Commit<SetOp>>);
+  static_assert(std::is_nothrow_move_constructible_v<Commit<SetOp>>);
+  auto a = Commit<SetOp>::Detached(7, Time(microseconds(99)), Session(3), SetOp{.key = "k", .value = 5});
+  Commit<SetOp> b(std::move(a));
+  EXPECT_EQ(b.index(), 7u);
+  EXPECT_EQ(b->key, "k");
+  EXPECT_EQ(b.session().id(), 3u);
+  EXPECT_EQ(b.time().time_since_epoch().count(), 99);
+  EXPECT_TRUE(a.released());  // NOLINT(bugprone-use-after-move): the moved-from state is specified
+  Commit<SetOp> empty;
+  EXPECT_TRUE(empty.released());
+  EXPECT_EQ(empty.index(), 0u);
+}
+
+TEST_F(ExecutorTest, CommitNotKeptByTheHandlerIsReleasedWhenItReturns) {
+  Run(1'000, SetOp{.key = "a", .value = 1, .keep = false});
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_EQ(tracker().live(), 0u);
+}
+
+TEST_F(ExecutorTest, KeptCommitStaysLiveUntilTheHandlerDropsIt) {
+  Run(1'000, SetOp{.key = "a", .value = 1, .keep = true});
+  Run(1'001, SetOp{.key = "b", .value = 2, .keep = true});
+  EXPECT_FALSE(tracker().IsReleased(1));
+  EXPECT_FALSE(tracker().IsReleased(2));
+  EXPECT_EQ(tracker().live(), 2u);
+  EXPECT_EQ(tracker().FirstLive(), 1u);
+
+  EXPECT_TRUE(Run(1'002, DropOp{.key = "a"}));  // destroys the kept Commit
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_FALSE(tracker().IsReleased(2));
+  EXPECT_TRUE(tracker().IsReleased(3));  // the Drop itself was not kept
+  EXPECT_EQ(tracker().live(), 1u);
+  EXPECT_EQ(tracker().FirstLive(), 2u);
+}
+
+TEST_F(ExecutorTest, OverwritingAKeptCommitReleasesTheOldOneExactlyOnce) {
+  Run(1'000, SetOp{.key = "a", .value = 1, .keep = true});
+  Run(1'001, SetOp{.key = "a", .value = 2, .keep = true});  // move-assigned over the first
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_FALSE(tracker().IsReleased(2));
+  EXPECT_EQ(tracker().live(), 1u);
+  // Releasing again (drop, then destroy the state machine) must not disturb
+  // anything else that is live.
+  Run(1'002, SetOp{.key = "b", .value = 3, .keep = true});
+  EXPECT_TRUE(Run(1'003, DropOp{.key = "a"}));
+  EXPECT_FALSE(Run(1'004, DropOp{.key = "a"}));
+  EXPECT_TRUE(tracker().IsReleased(2));
+  EXPECT_FALSE(tracker().IsReleased(3));
+  EXPECT_EQ(tracker().live(), 1u);
+}
+
+TEST(CommitReleaseTest, ReleaseAndDestructionEachReleaseOnce) {
+  // A state machine that hands its commits to the test, so the test can call
+  // release() and destroy them itself.
+  struct Holder {
+    std::vector<Commit<SetOp>> commits;
+  };
+  class Keeper : public StateMachine {
+   public:
+    explicit Keeper(Holder* h) : h_(h) {}
+    void Configure(Executor& executor) override {
+      executor.Register<SetOp>([this](Commit<SetOp> c) -> int64_t {
+        h_->commits.push_back(std::move(c));
+        return 0;
+      });
+    }
+
+   private:
+    Holder* h_;
+  };
+  Holder holder;
+  StateMachineRunner runner(std::make_unique<Keeper>(&holder), 1);
+  for (Index i = 1; i <= 3; ++i) {
+    ASSERT_TRUE(runner.Apply(MakeCommandEntry(i, SetOp{.key = "k"})).ok());
+  }
+  ASSERT_EQ(holder.commits.size(), 3u);
+  EXPECT_EQ(runner.tracker().live(), 3u);
+
+  holder.commits[0].release();
+  EXPECT_TRUE(holder.commits[0].released());
+  EXPECT_TRUE(runner.tracker().IsReleased(1));
+  holder.commits[0].release();  // idempotent
+  EXPECT_EQ(runner.tracker().live(), 2u);
+
+  Commit<SetOp> moved = std::move(holder.commits[1]);
+  EXPECT_TRUE(holder.commits[1].released());     // the moved-from handle no longer owns it...
+  EXPECT_FALSE(runner.tracker().IsReleased(2));  // ...and moving did not release the entry
+  { Commit<SetOp> sink = std::move(moved); }      // destruction releases it
+  EXPECT_TRUE(runner.tracker().IsReleased(2));
+  EXPECT_FALSE(runner.tracker().IsReleased(3));
+  EXPECT_EQ(runner.tracker().live(), 1u);
+
+  holder.commits.clear();  // destroying the released and moved-from handles releases only index 3
+  EXPECT_EQ(runner.tracker().live(), 0u);
+  EXPECT_TRUE(runner.tracker().IsReleased(3));
+}
+
+TEST_F(ExecutorTest, FrameworkEntriesAreReleasedAtOnce) {
+  ApplyInitialize(1'000);
+  runner_->Apply(Entry{2, 1, 1'001, EntryType::kRegister, Bytes()}).IgnoreError();
+  runner_->Apply(Entry{3, 1, 1'002, EntryType::kTime, Bytes()}).IgnoreError();
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_TRUE(tracker().IsReleased(2));
+  EXPECT_TRUE(tracker().IsReleased(3));
+  EXPECT_EQ(tracker().live(), 0u);
+  EXPECT_EQ(runner_->applied(), 3u);
+  EXPECT_FALSE(tracker().IsReleased(4));  // not applied yet
+}
+
+// ================================================================ timers
+
+TEST_F(ExecutorTest, TimersFireInDeadlineOrderWithTiesInCreationOrder) {
+  Run(1'000, ScheduleOp{.tag = "late", .delay_us = 300});
+  Run(1'000, ScheduleOp{.tag = "tie1", .delay_us = 200});
+  Run(1'100, ScheduleOp{.tag = "early", .delay_us = 0});   // deadline 1100
+  Run(1'100, ScheduleOp{.tag = "tie2", .delay_us = 100});  // deadline 1200, created after tie1
+  // "early" (deadline 1100) fired before the command at index 4 applied.
+  EXPECT_EQ(Run(5'000, FiredOp{}), "early@4/1100,tie1@5/1200,tie2@5/1200,late@5/1300,");
+}
+
+TEST_F(ExecutorTest, TimerFiresBeforeTheFirstEntryWhoseTimestampReachesItsDeadline) {
+  Run(1'000, ScheduleOp{.tag = "t", .delay_us = 500});  // index 1, deadline 1500
+  EXPECT_EQ(Run(1'499, FiredOp{}), "");                  // index 2: not yet
+  ApplyInitialize(1'499);                                // index 3: still not
+  EXPECT_TRUE(observed_.fired.empty());
+  // Index 4 is the first entry at or past the deadline: the timer runs first,
+  // as part of index 4, at log time = its deadline; then the command sees it.
+  EXPECT_EQ(Run(1'500, FiredOp{}), "t@4/1500,");
+}
+
+TEST_F(ExecutorTest, TimerFiresAtTheDeadlineEvenWhenTheNextEntryIsMuchLater) {
+  Run(1'000, ScheduleOp{.tag = "t", .delay_us = 500});
+  ApplyInitialize(9'000);  // a non-command entry also drives time
+  ASSERT_EQ(observed_.fired.size(), 1u);
+  EXPECT_EQ(observed_.fired[0], "t@2/1500");
+  EXPECT_EQ(Run(9'000, DescribeOp{}), "index=3 time=9000 session=0 note= executor.index=3 executor.now=9000");
+}
+
+TEST_F(ExecutorTest, PeriodicTimerDeadlinesDoNotDriftWhenEntriesArriveLate) {
+  Run(1'000, ScheduleOp{.tag = "p", .delay_us = 100, .interval_us = 100});  // deadlines 1100, 1200, ...
+  Run(1'250, FiredOp{});  // index 2: 1100, 1200
+  Run(1'420, FiredOp{});  // index 3: 1300, 1400
+  Run(1'999, FiredOp{});  // index 4: 1500 .. 1900
+  Run(2'000, FiredOp{});  // index 5: 2000 exactly
+  std::vector<std::string> expected = {"p@2/1100", "p@2/1200", "p@3/1300", "p@3/1400", "p@4/1500",
+                                       "p@4/1600", "p@4/1700", "p@4/1800", "p@4/1900", "p@5/2000"};
+  EXPECT_EQ(observed_.fired, expected);
+}
+
+TEST_F(ExecutorTest, CancelledTimerNeverFires) {
+  Run(1'000, ScheduleOp{.tag = "a", .delay_us = 100});
+  Run(1'000, ScheduleOp{.tag = "b", .delay_us = 100});
+  EXPECT_TRUE(Run(1'050, CancelOp{.tag = "a"}));
+  Run(2'000, FiredOp{});
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"b@4/1100"});
+  EXPECT_FALSE(Run(2'001, CancelOp{.tag = "b"})) << "a fired one-shot timer is no longer active";
+  EXPECT_EQ(runner_->executor().pending_timers(), 0u);
+}
+
+TEST_F(ExecutorTest, CancellingAPeriodicTimerStopsIt) {
+  Run(1'000, ScheduleOp{.tag = "p", .delay_us = 100, .interval_us = 100});
+  Run(1'250, FiredOp{});
+  EXPECT_TRUE(Run(1'250, CancelOp{.tag = "p"}));
+  Run(5'000, FiredOp{});
+  EXPECT_EQ(observed_.fired, (std::vector<std::string>{"p@2/1100", "p@2/1200"}));
+}
+
+TEST_F(ExecutorTest, PeriodicTimerCanCancelItselfFromItsCallback) {
+  Run(1'000, ScheduleOp{.tag = "p", .delay_us = 100, .interval_us = 100, .stop_after = 3});
+  Run(5'000, FiredOp{});
+  EXPECT_EQ(observed_.fired, (std::vector<std::string>{"p@2/1100", "p@2/1200", "p@2/1300"}));
+  EXPECT_EQ(runner_->executor().pending_timers(), 0u);
+}
+
+TEST_F(ExecutorTest, TimerCanCancelAnotherTimerDueAtTheSameApply) {
+  Run(1'000, ScheduleOp{.tag = "victim", .delay_us = 200});
+  Run(1'000, ScheduleOp{.tag = "killer", .delay_us = 100, .cancel_tag = "victim"});
+  Run(1'000, ScheduleOp{.tag = "tied_victim", .delay_us = 100});
+  Run(1'000, ScheduleOp{.tag = "tied_killer", .delay_us = 50, .cancel_tag = "tied_victim"});
+  Run(5'000, FiredOp{});  // every deadline passes in this one apply
+  EXPECT_EQ(observed_.fired, (std::vector<std::string>{"tied_killer@5/1050", "killer@5/1100"}));
+}
+
+TEST_F(ExecutorTest, TimerCanScheduleAnotherTimer) {
+  Run(1'000, ScheduleOp{.tag = "first", .delay_us = 100, .then_tag = "second", .then_delay_us = 50});
+  // Both due before log time 5000: the second (deadline 1100 + 50) runs in the
+  // same apply, at its own deadline.
+  Run(5'000, FiredOp{});
+  EXPECT_EQ(observed_.fired, (std::vector<std::string>{"first@2/1100", "second@2/1150"}));
+  // And a chained timer that is not yet due waits for its own deadline.
+  Run(5'000, ScheduleOp{.tag = "a", .delay_us = 10, .then_tag = "b", .then_delay_us = 1'000});
+  Run(5'010, FiredOp{});
+  EXPECT_EQ(observed_.fired.back(), "a@4/5010");
+  Run(6'009, FiredOp{});
+  EXPECT_EQ(observed_.fired.back(), "a@4/5010");
+  Run(6'010, FiredOp{});
+  EXPECT_EQ(observed_.fired.back(), "b@6/6010");
+}
+
+// ================================================================ errors
+
+class ExecutorErrorTest : public ExecutorTest {
+ protected:
+  void SetUp() override {
+    Run(1'000, SetOp{.key = "a", .value = 1, .keep = true});
+    Run(1'001, ScheduleOp{.tag = "t", .delay_us = 1'000'000});
+    digest_ = sm_->Digest();
+    timers_ = runner_->executor().pending_timers();
+  }
+  // The failed entry was applied (and released), and nothing else changed.
+  void ExpectNothingChanged(Index failed_index) {
+    EXPECT_EQ(sm_->Digest(), digest_);
+    EXPECT_EQ(runner_->applied(), failed_index);
+    EXPECT_TRUE(tracker().IsReleased(failed_index));
+    EXPECT_EQ(tracker().live(), 1u);
+    EXPECT_EQ(runner_->executor().pending_timers(), timers_);
+    EXPECT_EQ(*Query(GetOp{.key = "a"}), 1);
+  }
+  std::string digest_;
+  size_t timers_ = 0;
+};
+
+TEST_F(ExecutorErrorTest, UnknownOperationIsAClearErrorAndChangesNothing) {
+  absl::StatusOr<std::string> r = Apply(2'000, NotRegistered{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "unknown operation 'test.not_registered'")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.set")) << "the error lists the known operations: " << r.status();
+  ExpectNothingChanged(3);
+}
+
+TEST_F(ExecutorErrorTest, QuerySubmittedAsACommandIsRejected) {
+  absl::StatusOr<std::string> r = Apply(2'000, GetOp{.key = "a"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "operation is a query, not a command: 'test.get'")) << r.status();
+  ExpectNothingChanged(3);
+}
+
+TEST_F(ExecutorErrorTest, CommandSubmittedAsAQueryIsRejected) {
+  absl::StatusOr<std::string> r = runner_->Query(0, codec::EncodeOperation(SetOp{.key = "a", .value = 9}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "operation is a command, not a query: 'test.set'")) << r.status();
+  ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, UnknownQueryIsRejected) {
+  absl::StatusOr<std::string> r = runner_->Query(0, codec::EncodeOperation(NotRegistered{}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "unknown operation 'test.not_registered'")) << r.status();
+  ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, UndecodableCommandEntryIsAnErrorAndChangesNothing) {
+  Entry garbage{3, 1, 2'000, EntryType::kCommand, Bytes(std::string("\xff\x01not a command entry"))};
+  absl::StatusOr<std::string> r = runner_->Apply(garbage);
+  ASSERT_FALSE(r.ok());
+  EXPECT_FALSE(r.status().message().empty());
+  ExpectNothingChanged(3);
+}
+
+TEST_F(ExecutorErrorTest, UndecodableOperationBytesAreAnErrorAndChangeNothing) {
+  absl::StatusOr<std::string> r = runner_->Apply(RawCommandEntry(3, 2'000, std::string("\x00\x01\x02garbage", 10)));
+  ASSERT_FALSE(r.ok());
+  EXPECT_FALSE(r.status().message().empty());
+  ExpectNothingChanged(3);
+  // The same for a query.
+  absl::StatusOr<std::string> q = runner_->Query(0, "garbage");
+  ASSERT_FALSE(q.ok());
+  ExpectNothingChanged(3);
+}
+
+TEST_F(ExecutorErrorTest, UndecodableArgumentsAreAnErrorNamingTheField) {
+  absl::StatusOr<std::string> r = Apply(2'000, SetOpWrongTypes{.key = 5});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "test.set")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "key")) << r.status();
+  ExpectNothingChanged(3);
+}
+
+TEST_F(ExecutorErrorTest, HandlerThatThrowsIsAnErrorNamingTheOperation) {
+  absl::StatusOr<std::string> r = Apply(2'000, ThrowOp{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(absl::IsInternal(r.status())) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.throw")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "the handler gave up")) << r.status();
+  ExpectNothingChanged(3);
+  // The state machine goes on.
+  EXPECT_EQ(Run(2'001, SetOp{.key = "a", .value = 2}), 1);
+}
+
+TEST_F(ExecutorErrorTest, SchedulingFromAQueryIsAnErrorToTheCaller) {
+  absl::StatusOr<int64_t> r = Query(ScheduleFromQuery{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "Executor::Schedule")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.query_schedules")) << r.status();
+  ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, LeaderSideEffectFromAQueryIsAnErrorToTheCaller) {
+  runner_->SetRole(raft::Role::kLeader, 1, 1);
+  absl::StatusOr<int64_t> r = Query(EffectFromQuery{});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "LeaderSideEffect")) << r.status();
+  ExpectNothingChanged(2);
+  // Nothing was queued for the next command either.
+  Run(2'000, SetOp{.key = "b", .value = 1}, /*term=*/1);
+  EXPECT_TRUE(observed_.effects.empty());
+}
+
+TEST_F(ExecutorTest, AfterAFailedQueryCommandsMayScheduleAgain) {
+  ASSERT_FALSE(Query(ScheduleFromQuery{}).ok());
+  Run(1'000, ScheduleOp{.tag = "t", .delay_us = 1});
+  Run(1'001, FiredOp{});
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"t@2/1001"});
+}
+
+// ================================================================ side effects and roles
+
+TEST_F(ExecutorTest, LeaderSideEffectRunsOnlyOnTheLeaderOfTheEntrysTerm) {
+  Run(1'000, EffectOp{.tag = "follower-term1"}, /*term=*/1);  // follower: never
+  runner_->SetRole(raft::Role::kLeader, 3, 1);
+  Run(1'001, EffectOp{.tag = "replayed-term2"}, /*term=*/2);  // an older term's entry: replay
+  Run(1'002, EffectOp{.tag = "leader-term3"}, /*term=*/3);
+  EXPECT_EQ(observed_.effects, std::vector<std::string>{"leader-term3"});
+  runner_->SetRole(raft::Role::kFollower, 4, 2);
+  Run(1'003, EffectOp{.tag = "follower-term4"}, /*term=*/4);
+  runner_->SetRole(raft::Role::kCandidate, 5, 0);
+  Run(1'004, EffectOp{.tag = "candidate-term4"}, /*term=*/4);
+  EXPECT_EQ(observed_.effects, std::vector<std::string>{"leader-term3"});
+}
+
+TEST_F(ExecutorTest, SideEffectAskedForByATimerRunsOnceAndOnlyWhereItsEntryWasLed) {
+  // A timer fired by a non-command entry of the leader's term: its effect runs
+  // then, not later with some other command.
+  class TimerEffects : public StateMachine {
+   public:
+    explicit TimerEffects(Observed* o) : o_(o) {}
+    void Configure(Executor& executor) override {
+      executor_ = &executor;
+      executor.Register<ScheduleOp>([this](Commit<ScheduleOp> c) {
+        std::string tag = c->tag;
+        executor_->Schedule(microseconds(c->delay_us), [this, tag] {
+          executor_->LeaderSideEffect([this, tag] { o_->effects.push_back(tag); });
+        });
+      });
+    }
+
+   private:
+    Observed* o_;
+    Executor* executor_ = nullptr;
+  };
+  Observed observed;
+  StateMachineRunner runner(std::make_unique<TimerEffects>(&observed), 1);
+  ASSERT_TRUE(runner.Apply(MakeCommandEntry(1, ScheduleOp{.tag = "as-follower", .delay_us = 10})).ok());
+  // Fired by an Initialize as follower: dropped, never run later.
+  runner.Apply(Entry{2, 1, 2'000, EntryType::kInitialize, Bytes()}).IgnoreError();
+  runner.SetRole(raft::Role::kLeader, 2, 1);
+  ASSERT_TRUE(
+      runner.Apply(MakeCommandEntry(3, ScheduleOp{.tag = "as-leader", .delay_us = 10}, 2, 2'000)).ok());
+  runner.Apply(Entry{4, 2, 3'000, EntryType::kInitialize, Bytes()}).IgnoreError();
+  EXPECT_EQ(observed.effects, std::vector<std::string>{"as-leader"});
+  ASSERT_TRUE(runner.Apply(MakeCommandEntry(5, ScheduleOp{.tag = "none", .delay_us = 1'000'000}, 2, 3'000)).ok());
+  EXPECT_EQ(observed.effects, std::vector<std::string>{"as-leader"});
+}
+
+TEST_F(ExecutorTest, RoleHooksAreCalledBySetRole) {
+  runner_->SetRole(raft::Role::kLeader, 2, 1);
+  runner_->SetRole(raft::Role::kFollower, 3, 2);
+  runner_->SetRole(raft::Role::kCandidate, 4, 0);
+  EXPECT_EQ(observed_.roles, (std::vector<std::string>{"leader:2", "follower:3:2", "follower:4:0"}));
+}
+
+// ================================================================ replay
+
+TEST_F(ExecutorTest, ReplayingTheSameEntriesOnAFreshRunnerGivesTheSameEverything) {
+  std::vector<Entry> log;
+  auto add = [&](auto op, LogTime time) {
+    log.push_back(CommandEntry(log.size() + 1, time, op));
+  };
+  add(SetOp{.key = "a", .value = 1, .keep = true}, 1'000);
+  add(ScheduleOp{.tag = "p", .delay_us = 30, .interval_us = 70}, 1'010);
+  add(ScheduleOp{.tag = "o", .delay_us = 200, .cancel_tag = "p"}, 1'020);
+  add(SetOp{.key = "a", .value = 2, .keep = true}, 1'100);
+  add(ThrowOp{}, 1'150);
+  add(FiredOp{}, 1'400);
+  add(DropOp{.key = "a"}, 1'500);
+  std::vector<std::string> responses[2];
+  std::vector<std::string> fired[2];
+  std::string digests[2];
+  for (int run = 0; run < 2; ++run) {
+    Observed observed;
+    auto sm = std::make_unique<TestStateMachine>(&observed);
+    TestStateMachine* raw = sm.get();
+    StateMachineRunner runner(std::move(sm), run + 1);
+    for (const Entry& e : log) {
+      absl::StatusOr<std::string> r = runner.Apply(e);
+      responses[run].push_back(r.ok() ? *r : r.status().ToString());
+    }
+    fired[run] = observed.fired;
+    digests[run] = raw->Digest();
+  }
+  EXPECT_EQ(responses[0], responses[1]);
+  EXPECT_EQ(fired[0], fired[1]);
+  EXPECT_EQ(digests[0], digests[1]);
+  EXPECT_FALSE(fired[0].empty());
+}
+
+}  // namespace
+}  // namespace caracal::server
