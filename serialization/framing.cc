@@ -3,29 +3,13 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "framework/common/endian.h"
 #include "kj/exception.h"
 #define XXH_STATIC_LINKING_ONLY  // for XXH3_state_t on the stack
 #include "xxhash.h"
 
 namespace caracal::serialization {
 namespace {
-
-void PutU32(char* p, uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-void PutU64(char* p, uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-}
-uint32_t GetU32(const char* p) {
-  uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-uint64_t GetU64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
 
 uint64_t RecordChecksum(const char* header8, std::string_view body) {
   XXH3_state_t state;

@@ -58,12 +58,6 @@ absl::StatusOr<std::string> ReadWholeFile(const std::filesystem::path& path);
 absl::Status RenameFile(const std::filesystem::path& from, const std::filesystem::path& to);
 absl::Status RemoveFile(const std::filesystem::path& path);
 
-// Little-endian fixed-width integers, for the headers this module defines.
-void PutU32(char* p, uint32_t v);
-void PutU64(char* p, uint64_t v);
-uint32_t GetU32(const char* p);
-uint64_t GetU64(const char* p);
-
 }  // namespace caracal::storage
 
 #endif  // CARACAL_FRAMEWORK_STORAGE_FILE_H_

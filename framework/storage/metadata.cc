@@ -3,6 +3,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "framework/common/endian.h"
 #include "framework/storage/file.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"

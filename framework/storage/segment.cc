@@ -6,6 +6,7 @@
 #include <variant>
 
 #include "absl/strings/str_cat.h"
+#include "framework/common/endian.h"
 #include "framework/storage/file.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"
