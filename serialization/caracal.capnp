@@ -147,16 +147,108 @@ struct RaftMessage {
 }
 
 # ---------------------------------------------------------------- client protocol
-# Filled in by the sessions issue; declared now so the frame union is stable.
+# A client opens one TCP connection to one server, says Hello with node id 0,
+# then sends ClientRequests and receives ClientResponses (matched by
+# requestId, possibly out of order) and, unasked, PublishEvents for its
+# session. Sessions, sequencing and events: DESIGN.md sections 4, 6 and 11.
+
+enum Consistency {
+  linearizable @0;
+  linearizableLease @1;
+  sequential @2;
+}
+
+struct ConnectRequest {
+  clientId @0 :Text;
+}
+
+struct RegisterRequest {
+  clientId @0 :Text;
+  timeoutMs @1 :UInt64;      # the session expires this long (log time) after its last keep-alive
+}
+
+struct KeepAliveRequest {
+  session @0 :UInt64;
+  commandSequence @1 :UInt64;  # highest sequence whose response the client received
+  eventIndex @2 :UInt64;       # highest event batch index the client received
+}
+
+struct UnregisterRequest {
+  session @0 :UInt64;
+}
+
+struct CommandRequest {
+  session @0 :UInt64;
+  sequence @1 :UInt64;         # 1, 2, ... per session; a retry reuses its number
+  operation @2 :Data;          # an Operation message (framework/include/caracal/codec.h)
+}
+
+struct QueryRequest {
+  session @0 :UInt64;
+  sequence @1 :UInt64;         # the last command sequence the client submitted
+  index @2 :UInt64;            # the highest index the client has seen (SEQUENTIAL waits for it)
+  consistency @3 :Consistency;
+  operation @4 :Data;
+}
+
+struct ResetEventsRequest {
+  session @0 :UInt64;
+  fromIndex @1 :UInt64;        # resend every batch after this index
+}
 
 struct ClientRequest {
   requestId @0 :UInt64;
-  body @1 :Data;
+  union {
+    connect @1 :ConnectRequest;
+    register @2 :RegisterRequest;
+    keepAlive @3 :KeepAliveRequest;
+    unregister @4 :UnregisterRequest;
+    command @5 :CommandRequest;
+    query @6 :QueryRequest;
+    resetEvents @7 :ResetEventsRequest;
+  }
+}
+
+struct ResponseStatus {
+  code @0 :UInt16;             # absl::StatusCode (0 = OK)
+  message @1 :Text;
 }
 
 struct ClientResponse {
   requestId @0 :UInt64;
-  body @1 :Data;
+  status @1 :ResponseStatus;
+  leader @2 :UInt64;           # the server's view of the leader (0: unknown)
+  members @3 :List(Member);    # where else the client may go
+  union {
+    none @4 :Void;             # connect, keepAlive, unregister, resetEvents, errors
+    register @5 :RegisterResult;
+    command @6 :OperationResult;
+    query @7 :OperationResult;
+  }
+}
+
+struct RegisterResult {
+  session @0 :UInt64;
+  timeoutMs @1 :UInt64;
+}
+
+struct OperationResult {
+  index @0 :UInt64;            # the command's index, or the index a query read at
+  eventIndex @1 :UInt64;       # the session's last event batch index at or before `index`
+  result @2 :Data;             # the encoded result (codec::EncodeResult)
+}
+
+struct Event {
+  name @0 :Text;
+  payload @1 :Data;            # a codec Value message
+}
+
+# Server -> client, unasked: the events published to a session at one index.
+struct PublishEvents {
+  session @0 :UInt64;
+  eventIndex @1 :UInt64;       # the index of the command that published them
+  previousIndex @2 :UInt64;    # the session's previous batch (0 if none): a gap means a resend is due
+  events @3 :List(Event);
 }
 
 # ---------------------------------------------------------------- frames
@@ -174,6 +266,7 @@ struct Frame {
     raft @2 :RaftMessage;
     clientRequest @3 :ClientRequest;
     clientResponse @4 :ClientResponse;
+    publishEvents @5 :PublishEvents;
   }
 }
 
@@ -237,4 +330,27 @@ struct CommandEntry {
   session @0 :UInt64;    # 0: submitted without a session (embedded use)
   sequence @1 :UInt64;   # the session's command sequence number (1, 2, ...)
   operation @2 :Data;
+}
+
+# The payload of a `register` entry: opens a session whose id is the entry's index.
+struct RegisterEntry {
+  clientId @0 :Text;
+  timeoutMs @1 :UInt64;
+}
+
+# The payload of a `keepAlive` entry: the keep-alives of many sessions, batched.
+struct KeepAliveEntry {
+  sessions @0 :List(KeepAliveItem);
+}
+
+struct KeepAliveItem {
+  session @0 :UInt64;
+  commandSequence @1 :UInt64;  # responses up to here may be dropped from the cache
+  eventIndex @2 :UInt64;       # event batches up to here may be dropped
+}
+
+# The payload of an `unregister` entry: closes a session (or expires it).
+struct UnregisterEntry {
+  session @0 :UInt64;
+  expired @1 :Bool;            # committed by a leader for a session whose keep-alives stopped
 }

@@ -1,0 +1,158 @@
+#include "framework/server/sessions.h"
+
+#include "absl/strings/str_cat.h"
+
+namespace caracal::server {
+
+SessionState& SessionTable::Register(Index index, LogTime time, std::string client_id, LogTime timeout) {
+  SessionState& s = sessions_[index];
+  s = SessionState{};
+  s.id = index;
+  s.client_id = std::move(client_id);
+  s.timeout = timeout;
+  s.keep_alive = time;
+  return s;
+}
+
+bool SessionTable::KeepAlive(uint64_t id, Index index, LogTime time, uint64_t command_sequence, Index event_index) {
+  SessionState* s = FindMutable(id);
+  if (s == nullptr) return false;
+  s->keep_alive = std::max(s->keep_alive, time);
+  s->keep_alive_index = index;
+  if (command_sequence > s->acked_sequence) {
+    s->acked_sequence = std::min(command_sequence, s->last_sequence);
+    s->responses.erase(s->responses.begin(), s->responses.upper_bound(s->acked_sequence));
+  }
+  if (event_index > s->acked_event_index) {
+    s->acked_event_index = std::min(event_index, s->last_event_index);
+    while (!s->events.empty() && s->events.front().index <= s->acked_event_index) s->events.pop_front();
+  }
+  return true;
+}
+
+std::optional<SessionState> SessionTable::Unregister(uint64_t id, LogTime time, bool expired) {
+  auto it = sessions_.find(id);
+  if (it == sessions_.end()) return std::nullopt;
+  if (expired && !it->second.Suspect(time)) return std::nullopt;
+  SessionState state = std::move(it->second);
+  sessions_.erase(it);
+  return state;
+}
+
+void SessionTable::ResetKeepAlives(LogTime time) {
+  for (auto& [id, s] : sessions_) s.keep_alive = std::max(s.keep_alive, time);
+}
+
+SessionTable::Order SessionTable::Classify(uint64_t id, uint64_t sequence) const {
+  const SessionState* s = Find(id);
+  if (s == nullptr) return Order::kUnknownSession;
+  if (sequence <= s->last_sequence) return Order::kDuplicate;
+  if (sequence == s->last_sequence + 1) return Order::kNext;
+  return Order::kEarly;
+}
+
+void SessionTable::Hold(uint64_t id, uint64_t sequence, HeldCommand command) {
+  SessionState* s = FindMutable(id);
+  if (s == nullptr) return;
+  // A retry of a held command keeps the first copy (it has the lower index).
+  s->held.emplace(sequence, std::move(command));
+}
+
+std::optional<std::pair<uint64_t, HeldCommand>> SessionTable::TakeNextHeld(uint64_t id) {
+  SessionState* s = FindMutable(id);
+  if (s == nullptr) return std::nullopt;
+  auto it = s->held.find(s->last_sequence + 1);
+  if (it == s->held.end()) return std::nullopt;
+  std::pair<uint64_t, HeldCommand> next(it->first, std::move(it->second));
+  s->held.erase(it);
+  return next;
+}
+
+void SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response) {
+  SessionState* s = FindMutable(id);
+  if (s == nullptr) return;
+  s->last_sequence = std::max(s->last_sequence, sequence);
+  response.event_index = s->last_event_index;
+  s->responses[sequence] = std::move(response);
+}
+
+absl::StatusOr<CachedResponse> SessionTable::CachedFor(uint64_t id, uint64_t sequence) const {
+  const SessionState* s = Find(id);
+  if (s == nullptr) return absl::NotFoundError(absl::StrCat("session ", id, " is not open"));
+  auto it = s->responses.find(sequence);
+  if (it == s->responses.end()) {
+    return absl::NotFoundError(absl::StrCat("the response to command ", sequence, " of session ", id,
+                                            " was already acknowledged and dropped"));
+  }
+  return it->second;
+}
+
+void SessionTable::Publish(uint64_t id, Index index, PublishedEvent event) {
+  SessionState* s = FindMutable(id);
+  if (s == nullptr) return;
+  if (s->events.empty() || s->events.back().index != index) {
+    s->events.push_back(EventBatch{index, s->last_event_index, {}});
+    s->last_event_index = index;
+  }
+  s->events.back().events.push_back(std::move(event));
+}
+
+std::vector<EventBatch> SessionTable::EventsAfter(uint64_t id, Index after) const {
+  std::vector<EventBatch> out;
+  const SessionState* s = Find(id);
+  if (s == nullptr) return out;
+  for (const auto& b : s->events) {
+    if (b.index > after) out.push_back(b);
+  }
+  return out;
+}
+
+const SessionState* SessionTable::Find(uint64_t id) const {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : &it->second;
+}
+
+SessionState* SessionTable::FindMutable(uint64_t id) {
+  auto it = sessions_.find(id);
+  return it == sessions_.end() ? nullptr : &it->second;
+}
+
+std::vector<uint64_t> SessionTable::Suspects(LogTime now) const {
+  std::vector<uint64_t> out;
+  for (const auto& [id, s] : sessions_) {
+    if (s.Suspect(now)) out.push_back(id);
+  }
+  return out;
+}
+
+std::optional<LogTime> SessionTable::NextExpiry() const {
+  std::optional<LogTime> next;
+  for (const auto& [id, s] : sessions_) {
+    LogTime at = s.keep_alive + s.timeout;
+    if (!next || at < *next) next = at;
+  }
+  return next;
+}
+
+std::string SessionTable::Digest() const {
+  std::string out;
+  for (const auto& [id, s] : sessions_) {
+    absl::StrAppend(&out, id, "{", s.client_id, " t=", s.timeout, " ka=", s.keep_alive, "@", s.keep_alive_index,
+                    " seq=", s.last_sequence, "/", s.acked_sequence, " resp=");
+    for (const auto& [seq, r] : s.responses) {
+      absl::StrAppend(&out, seq, ":", r.index, ":", r.result.ok() ? *r.result : r.result.status().ToString(), ",");
+    }
+    absl::StrAppend(&out, " held=");
+    for (const auto& [seq, h] : s.held) absl::StrAppend(&out, seq, ":", h.index, ",");
+    absl::StrAppend(&out, " ev=", s.last_event_index, "/", s.acked_event_index, ":");
+    for (const auto& b : s.events) {
+      absl::StrAppend(&out, b.index, "<", b.previous, "[");
+      for (const auto& e : b.events) absl::StrAppend(&out, e.name, "=", e.payload.size(), ";");
+      absl::StrAppend(&out, "]");
+    }
+    absl::StrAppend(&out, "}\n");
+  }
+  return out;
+}
+
+}  // namespace caracal::server

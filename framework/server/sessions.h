@@ -1,0 +1,135 @@
+#ifndef CARACAL_FRAMEWORK_SERVER_SESSIONS_H_
+#define CARACAL_FRAMEWORK_SERVER_SESSIONS_H_
+
+// Client sessions as replicated state (DESIGN.md sections 4 and 6): what
+// every server derives, identically, from the Register, KeepAlive,
+// Unregister, Initialize and Command entries it applies.
+//
+//   * A session is opened by a Register entry; its id is that entry's index.
+//   * Its keep-alive time is the log time of the last KeepAlive entry that
+//     named it (or of the last Initialize entry: a new leader must never
+//     expire healthy sessions in a burst).
+//   * It is *suspect* once log time passes keep-alive + timeout. Suspicion
+//     changes nothing by itself: the leader commits an Unregister{expired}
+//     for it, and only applying that entry expires it — unless a keep-alive
+//     was applied first, which clears the suspicion and voids the entry.
+//   * Commands carry (session, sequence). They are applied in sequence order:
+//     an early arrival is held back until the gap is filled, a duplicate is
+//     answered from the response cache, and the cache is trimmed by the
+//     client's acknowledged sequence.
+//   * Events published by a command are kept per session, as batches tagged
+//     with the command's index and the previous batch's index, until the
+//     client acknowledges them.
+//
+// Invariants: for every open session, last_sequence == the highest sequence
+// applied; held commands all have sequence > last_sequence + 1; event batch
+// indexes increase and each names its predecessor. State machine thread only.
+
+#include <cstdint>
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "framework/common/types.h"
+
+namespace caracal::server {
+
+struct PublishedEvent {
+  std::string name;
+  std::string payload;  // a codec Value message
+  friend bool operator==(const PublishedEvent&, const PublishedEvent&) = default;
+};
+
+struct EventBatch {
+  Index index = 0;     // the command that published these events
+  Index previous = 0;  // the session's previous batch, 0 if none
+  std::vector<PublishedEvent> events;
+  friend bool operator==(const EventBatch&, const EventBatch&) = default;
+};
+
+// The response a session's command produced, kept until acknowledged.
+struct CachedResponse {
+  Index index = 0;
+  absl::StatusOr<std::string> result;
+  Index event_index = 0;  // the session's last event batch index when it was produced
+};
+
+// A command that arrived before its predecessor in sequence.
+struct HeldCommand {
+  Index index = 0;
+  Term term = 0;
+  LogTime time = 0;
+  std::string operation;
+};
+
+struct SessionState {
+  uint64_t id = 0;
+  std::string client_id;
+  LogTime timeout = 0;          // microseconds of log time
+  LogTime keep_alive = 0;       // log time of the last keep-alive (or Initialize)
+  Index keep_alive_index = 0;   // the KeepAlive entry that holds it live (0: none)
+  uint64_t last_sequence = 0;
+  uint64_t acked_sequence = 0;
+  std::map<uint64_t, CachedResponse> responses;
+  std::map<uint64_t, HeldCommand> held;
+  std::deque<EventBatch> events;
+  Index last_event_index = 0;
+  Index acked_event_index = 0;
+
+  bool Suspect(LogTime now) const { return now > keep_alive + timeout; }
+};
+
+// What the framework learned from applying a session entry, for listeners.
+enum class SessionChange { kRegistered, kUnregistered, kExpired };
+
+class SessionTable {
+ public:
+  // ---- entries ----
+  SessionState& Register(Index index, LogTime time, std::string client_id, LogTime timeout);
+  // A keep-alive for `id`; false if there is no such session. Trims the
+  // response cache and the stored events by what the client acknowledged.
+  bool KeepAlive(uint64_t id, Index index, LogTime time, uint64_t command_sequence, Index event_index);
+  // Removes the session (closed by its client, or expired by the leader).
+  // An expiry is void — nothing happens, false — if the session is no longer
+  // suspect at `time` (a keep-alive was applied after the leader decided).
+  // Returns the removed state.
+  std::optional<SessionState> Unregister(uint64_t id, LogTime time, bool expired);
+  // A new leader took over: every session's keep-alive restarts at `time`.
+  void ResetKeepAlives(LogTime time);
+
+  // ---- commands ----
+  enum class Order { kNext, kDuplicate, kEarly, kUnknownSession };
+  Order Classify(uint64_t id, uint64_t sequence) const;
+  void Hold(uint64_t id, uint64_t sequence, HeldCommand command);
+  // The held command that may run now (sequence last+1), if any; removed.
+  std::optional<std::pair<uint64_t, HeldCommand>> TakeNextHeld(uint64_t id);
+  void RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response);
+  // The cached response for a duplicate; NotFound if already trimmed.
+  absl::StatusOr<CachedResponse> CachedFor(uint64_t id, uint64_t sequence) const;
+
+  // ---- events ----
+  void Publish(uint64_t id, Index index, PublishedEvent event);
+  // Batches after `after`, in order.
+  std::vector<EventBatch> EventsAfter(uint64_t id, Index after) const;
+
+  // ---- queries ----
+  const SessionState* Find(uint64_t id) const;
+  SessionState* FindMutable(uint64_t id);
+  const std::map<uint64_t, SessionState>& sessions() const { return sessions_; }
+  // Open sessions suspect at `now`, in id order.
+  std::vector<uint64_t> Suspects(LogTime now) const;
+  // The earliest log time at which some open session becomes suspect.
+  std::optional<LogTime> NextExpiry() const;
+  // For determinism tests: everything, in a canonical text form.
+  std::string Digest() const;
+
+ private:
+  std::map<uint64_t, SessionState> sessions_;
+};
+
+}  // namespace caracal::server
+
+#endif  // CARACAL_FRAMEWORK_SERVER_SESSIONS_H_
