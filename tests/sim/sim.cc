@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cassert>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"
@@ -150,7 +151,35 @@ struct World::Server {
   Index commit_checked = 0;  // committed entries up to here were compared with committed_
   bool sync_in_flight = false;
   raft::Role last_role = raft::Role::kFollower;
+  raft::Role last_runner_role = raft::Role::kFollower;
+  Term last_term = 0;
+  // With Options::state_machine (rebuilt from the log after a crash):
+  std::unique_ptr<server::StateMachineRunner> runner;
+  std::vector<std::string> responses;                  // index-1 -> response
+  std::vector<std::pair<Index, uint64_t>> timer_firings;  // (index, timers fired applying it)
 };
+
+namespace {
+
+// A response as compared between servers: the encoded result, or the error.
+std::string ResponseText(const absl::StatusOr<std::string>& r) {
+  return r.ok() ? absl::StrCat("ok:", *r) : absl::StrCat("error:", r.status().ToString());
+}
+
+// Applies one log item to `runner`; returns the response and how many timers fired.
+std::pair<std::string, uint64_t> ApplyItem(server::StateMachineRunner& runner, const SimDisk::Item& item) {
+  uint64_t fired_before = runner.executor().timers_fired();
+  std::string response;
+  if (item.hole) {
+    runner.ApplyHole(item.entry.index);
+    response = "hole";
+  } else {
+    response = ResponseText(runner.Apply(item.entry));
+  }
+  return {std::move(response), runner.executor().timers_fired() - fired_before};
+}
+
+}  // namespace
 
 World::World(Options options) : options_(std::move(options)), rng_(options_.seed) {
   for (int i = 1; i <= options_.nodes; ++i) {
@@ -166,6 +195,7 @@ World::World(Options options) : options_(std::move(options)), rng_(options_.seed
   for (auto& s : servers_) {
     s->raft = std::make_unique<raft::Raft>(MakeConfig(s->id), &s->disk, s->disk.hard_state, LocalTime(*s),
                                            LocalTime(*s));
+    s->runner = MakeRunner(s->id);
     ScheduleTick(*s);
   }
   if (options_.faults.crashes) ScheduleCrash();
@@ -280,6 +310,11 @@ void World::Process(Server& s) {
     Trace(s.id * 1000 + 3, s.raft->term());
   }
   s.last_role = role;
+  if (s.runner && (role != s.last_runner_role || s.raft->term() != s.last_term)) {
+    s.last_runner_role = role;
+    s.last_term = s.raft->term();
+    s.runner->SetRole(role, s.raft->term(), s.raft->leader());
+  }
   ApplyCommitted(s);
 }
 
@@ -316,7 +351,98 @@ void World::ApplyCommitted(Server& s) {
       return;
     }
     ++stats_.applied_entries;
+    if (s.runner) {
+      ApplyToStateMachine(s, *item);
+      if (violation_) return;
+    }
   }
+}
+
+std::unique_ptr<server::StateMachineRunner> World::MakeRunner(NodeId id) const {
+  if (!options_.state_machine) return nullptr;
+  return std::make_unique<server::StateMachineRunner>(options_.state_machine(), id);
+}
+
+void World::ApplyToStateMachine(Server& s, const SimDisk::Item& item) {
+  Index i = item.entry.index;
+  auto [response, fired] = ApplyItem(*s.runner, item);
+  if (fired > 0) s.timer_firings.emplace_back(i, fired);
+  // State machine determinism: the same entry gives the same response on
+  // every server, and on a server that re-applies it after a crash.
+  if (i > responses_.size()) {
+    responses_.push_back(response);
+  } else if (responses_[i - 1] != response) {
+    Fail(absl::StrCat("state machine determinism: server ", s.id, " answered the entry at index ", i, " with '",
+                      absl::CEscape(response), "' where another server answered '", absl::CEscape(responses_[i - 1]),
+                      "'"));
+  }
+  s.responses.push_back(std::move(response));
+}
+
+server::StateMachineRunner* World::Runner(NodeId id) { return servers_[id - 1]->runner.get(); }
+
+absl::Status World::CheckReplay() {
+  const Server* longest = nullptr;
+  for (const auto& s : servers_) {
+    if (s->runner && (longest == nullptr || s->applied > longest->applied)) longest = s.get();
+  }
+  if (longest == nullptr) return absl::OkStatus();
+  // Replays [1, longest->applied] from longest's log on a fresh runner, and at
+  // each server's applied index compares the whole state.
+  std::unique_ptr<server::StateMachineRunner> fresh = MakeRunner(0);
+  std::vector<std::string> responses;
+  std::vector<std::pair<Index, uint64_t>> firings;
+  auto compare_at = [&](const Server& s) -> absl::Status {
+    std::string where = absl::StrCat("replay: server ", s.id, " at index ", s.applied, ": ");
+    if (s.responses != responses) {
+      for (size_t k = 0; k < std::min(s.responses.size(), responses.size()); ++k) {
+        if (s.responses[k] != responses[k]) {
+          return absl::InternalError(absl::StrCat(where, "the response at index ", k + 1, " was '",
+                                                  absl::CEscape(s.responses[k]), "', a fresh replay gives '",
+                                                  absl::CEscape(responses[k]), "'"));
+        }
+      }
+      return absl::InternalError(absl::StrCat(where, "applied ", s.responses.size(), " responses, replay ",
+                                              responses.size()));
+    }
+    if (s.timer_firings != firings) {
+      return absl::InternalError(absl::StrCat(where, "fired timers at ", s.timer_firings.size(),
+                                              " indexes, a fresh replay at ", firings.size(),
+                                              " (or at other indexes)"));
+    }
+    if (options_.digest) {
+      std::string mine = options_.digest(s.runner->state_machine());
+      std::string replayed = options_.digest(fresh->state_machine());
+      if (mine != replayed) {
+        return absl::InternalError(absl::StrCat(where, "state digest '", absl::CEscape(mine),
+                                                "' differs from a fresh replay's '", absl::CEscape(replayed), "'"));
+      }
+    }
+    return absl::OkStatus();
+  };
+  for (Index i = 1; i <= longest->applied; ++i) {
+    for (const auto& s : servers_) {
+      if (s->runner && s->applied == i - 1 && i > 1) {
+        if (absl::Status st = compare_at(*s); !st.ok()) return st;
+      }
+    }
+    const SimDisk::Item* item = longest->disk.At(i);
+    if (item == nullptr) return absl::InternalError(absl::StrCat("replay: server ", longest->id, " lacks index ", i));
+    auto [response, fired] = ApplyItem(*fresh, *item);
+    if (fired > 0) firings.emplace_back(i, fired);
+    if (!item->hole && item->entry.type == EntryType::kCommand && response.starts_with("ok:")) {
+      ++stats_.replayed_commands_ok;
+    }
+    responses.push_back(std::move(response));
+    stats_.replayed_timers_fired += fired;
+    ++stats_.replayed_entries;
+  }
+  for (const auto& s : servers_) {
+    if (s->runner && s->applied == longest->applied) {
+      if (absl::Status st = compare_at(*s); !st.ok()) return st;
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status World::RequestRead() {
@@ -468,6 +594,11 @@ void World::Crash(NodeId id) {
   s.applied = 0;  // the state machine is rebuilt from the log
   s.commit_checked = 0;
   s.last_role = raft::Role::kFollower;
+  s.last_runner_role = raft::Role::kFollower;
+  s.last_term = 0;
+  s.runner.reset();
+  s.responses.clear();
+  s.timer_firings.clear();
 }
 
 void World::Restart(NodeId id) {
@@ -475,6 +606,7 @@ void World::Restart(NodeId id) {
   if (s.raft) return;
   Trace(id * 1000 + 5, now_);
   s.raft = std::make_unique<raft::Raft>(MakeConfig(id), &s.disk, s.disk.hard_state, LocalTime(s), LocalTime(s));
+  s.runner = MakeRunner(id);
   ScheduleTick(s);
 }
 
@@ -525,7 +657,12 @@ absl::Status World::RunFor(Micros duration) {
     if (options_.propose_interval > 0 && events_.top().time >= next_proposal) {
       now_ = std::max(now_, next_proposal);
       next_proposal = now_ + options_.propose_interval;
-      (void)Propose(absl::StrCat("op-", ++proposal_counter_));
+      ++proposal_counter_;
+      if (options_.make_operation) {
+        (void)Propose(serialization::EncodeCommandEntry(0, proposal_counter_, options_.make_operation(rng_)));
+      } else {
+        (void)Propose(absl::StrCat("op-", proposal_counter_));
+      }
       (void)RequestRead();
     }
     if (auto s = Step(); !s.ok()) return s;
@@ -577,7 +714,8 @@ absl::Status World::CheckLiveness() {
 absl::Status World::Run() {
   if (auto s = RunFor(options_.duration); !s.ok()) return s;
   HealAll();
-  return CheckLiveness();
+  if (auto s = CheckLiveness(); !s.ok()) return s;
+  return CheckReplay();
 }
 
 std::string ReplayCommand(uint64_t seed) {

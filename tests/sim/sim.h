@@ -22,7 +22,12 @@
 //   - read index: a confirmed read covers everything committed anywhere
 //     before it was requested;
 //   - commit durability: what a server once reported committed is never
-//     contradicted later, whatever crashed.
+//     contradicted later, whatever crashed;
+//   - state machine determinism (with Options::state_machine): every server
+//     that applies an index produces the same response there.
+// With Options::state_machine, Run() also ends by replaying the committed log
+// of the server that applied the most on a fresh state machine, and checks it
+// reproduces every server's responses, timer firings and digest.
 // A violation stops the run with a description; the test prints the seed and
 // the command that replays it.
 
@@ -39,7 +44,9 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "caracal/state_machine.h"
 #include "framework/raft/raft.h"
+#include "framework/server/state_machine_runner.h"
 
 namespace caracal::sim {
 
@@ -71,6 +78,16 @@ struct Options {
   Faults faults;
   raft::FaultInjection broken;            // break the core (tests of the checks)
   int broken_node = 1;                    // which server runs the broken core (0: all)
+
+  // Optional: every server runs a real state machine (through
+  // server::StateMachineRunner), applying committed entries as they commit,
+  // rebuilt from its log after a crash. Client proposals become command
+  // entries whose operation bytes come from `make_operation` (drawn from the
+  // world's PRNG, so a seed still replays exactly).
+  std::function<std::unique_ptr<StateMachine>()> state_machine;
+  std::function<std::string(std::mt19937_64&)> make_operation;
+  // A digest of a state machine's whole state, compared between servers.
+  std::function<std::string(StateMachine&)> digest;
 };
 
 struct Stats {
@@ -85,6 +102,10 @@ struct Stats {
   uint64_t reads_confirmed = 0;
   Index max_commit = 0;
   uint64_t applied_entries = 0;
+  // With a state machine, from the final replay: what the log contains and did.
+  uint64_t replayed_entries = 0;
+  uint64_t replayed_commands_ok = 0;
+  uint64_t replayed_timers_fired = 0;
 };
 
 // A server's disk: the log as written (what reads see) and as durable (what
@@ -146,6 +167,12 @@ class World {
   void Crash(NodeId id);
   void Restart(NodeId id);
   void Block(NodeId from, NodeId to);          // one-way link cut
+  // With Options::state_machine: replays the log of the server that applied
+  // the most on a fresh runner and compares responses, timer firings and
+  // digests with every server at the index it applied.
+  absl::Status CheckReplay();
+  // The live runner of a server (null while crashed or without a state machine).
+  server::StateMachineRunner* Runner(NodeId id);
   Micros now() const { return now_; }
   const Stats& stats() const { return stats_; }
   // A digest of everything that happened, to show two runs of a seed agree.
@@ -169,6 +196,8 @@ class World {
   void ScheduleCrash();
   void SchedulePartition();
   void ApplyCommitted(Server& s);
+  void ApplyToStateMachine(Server& s, const SimDisk::Item& item);
+  std::unique_ptr<server::StateMachineRunner> MakeRunner(NodeId id) const;
   Micros LocalTime(const Server& s) const;
   raft::Config MakeConfig(NodeId id) const;
   void Fail(std::string what);
@@ -191,6 +220,7 @@ class World {
   // What the checks have seen.
   std::map<Term, NodeId> leader_of_term_;
   std::vector<uint64_t> applied_hash_;                 // index-1 -> prefix hash applied
+  std::vector<std::string> responses_;                 // index-1 -> response of the first server to apply it
   std::vector<std::pair<Term, uint64_t>> committed_;   // index-1 -> (term, prefix hash)
   std::map<Term, Index> committed_by_term_;            // observer term -> max committed index seen
   std::optional<std::string> violation_;
