@@ -178,6 +178,10 @@ void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::strin
   Waiter waiter;
   {
     std::lock_guard lock(mu_);
+    // Published before any response at `index` is delivered: whoever has seen
+    // a command's result and then asks Info() sees applied >= its index (and
+    // may use it as a SEQUENTIAL query's min_index).
+    stats_.applied = index;
     auto it = waiters_.find(index);
     if (it == waiters_.end()) return;
     waiter = std::move(it->second);
