@@ -41,11 +41,13 @@ Raft::Raft(Config config, const LogReader* log, HardState hard_state, Micros now
       started_(now) {
   stable_last_ = log_->LastIndex();
   commit_ = log_->FirstIndex() - 1;
-  if (stable_last_ >= log_->FirstIndex()) {
+  // Log time continues from the newest entry (skipping trailing holes).
+  for (Index i = stable_last_; i >= log_->FirstIndex() && i > 0 && i + 4096 > stable_last_; --i) {
     std::vector<Entry> entries;
     std::vector<HoleRun> holes;
-    if (log_->Read(stable_last_, stable_last_, 0, &entries, &holes).ok() && !entries.empty()) {
+    if (log_->Read(i, i, 0, &entries, &holes).ok() && !entries.empty()) {
       last_timestamp_ = entries.back().timestamp;
+      break;
     }
   }
   for (NodeId id : config_.voters) {
@@ -89,6 +91,7 @@ void Raft::CollectForAppend(Index from, AppendEntries* out) const {
     if (!s.ok()) {
       spdlog::error("raft {}: reading log [{}, {}] for replication failed: {}", config_.id, i, to,
                     std::string(s.message()));
+      if (error_.ok()) error_ = s;
       return;
     }
     for (const auto& e : entries) bytes += e.payload.size();
@@ -130,7 +133,7 @@ void Raft::AppendItems(std::vector<Item> items) {
   }
   // Merge into the write the driver has not taken yet, or start a new one.
   if (!pending_write_ || first < pending_write_->first) {
-    pending_write_ = LogWrite{first, {}, {}};
+    pending_write_ = LogWrite{0, first, {}, {}};
   } else {
     auto& w = *pending_write_;
     while (!w.entries.empty() && w.entries.back().index >= first) w.entries.pop_back();
@@ -154,8 +157,21 @@ void Raft::AppendItems(std::vector<Item> items) {
   }
 }
 
-void Raft::OnPersisted(Index index, Term term) {
-  if (index <= stable_last_ || index > LastIndex() || TermAt(index) != term) return;  // superseded
+void Raft::OnPersisted(uint64_t write_id) {
+  // Writes are applied and synced in order: everything up to write_id is on
+  // disk. An index is stable if that write covered it and no later write
+  // (still in flight, or not yet handed out) replaces it.
+  std::optional<Index> durable_last;
+  while (!writes_in_flight_.empty() && writes_in_flight_.front().id <= write_id) {
+    durable_last = writes_in_flight_.front().last;
+    writes_in_flight_.pop_front();
+  }
+  if (!durable_last) return;  // an old acknowledgement
+  Index index = *durable_last;
+  for (const auto& w : writes_in_flight_) index = std::min(index, w.first - 1);
+  if (pending_write_) index = std::min(index, pending_write_->first - 1);
+  index = std::min(index, LastIndex());
+  if (index <= stable_last_) return;
   while (!unstable_.empty() && unstable_.front().entry.index <= index) unstable_.pop_front();
   stable_last_ = index;
   if (role_ == Role::kLeader) {
@@ -355,8 +371,11 @@ void Raft::HandleVoteResponse(NodeId from, const RequestVoteResponse& m) {
   }
 }
 
-void Raft::HandleTimeoutNow(NodeId, const TimeoutNow&) {
-  if (role_ != Role::kLeader && IsVoter(config_.id)) Campaign(/*pre_vote=*/false, /*transfer=*/true);
+void Raft::HandleTimeoutNow(NodeId from, const TimeoutNow&) {
+  // Only our leader may hand over leadership: the request bypasses every
+  // voter's lease check, so a stale or foreign one must not be obeyed.
+  if (from != leader_ || role_ == Role::kLeader || !IsVoter(config_.id)) return;
+  Campaign(/*pre_vote=*/false, /*transfer=*/true);
 }
 
 void Raft::HandleAppendEntries(NodeId from, const AppendEntries& m) {
@@ -495,6 +514,18 @@ void Raft::HandleAppendResponse(NodeId from, const AppendEntriesResponse& m) {
     MaybeAdvanceCommit();
     return;
   }
+  if (m.last_index < peer.match) {
+    // It lost entries it had acknowledged as durable (a damaged disk whose
+    // tail was cut on recovery). Start again from what it has.
+    spdlog::error("raft {}: follower {} lost acknowledged entries: it has {} but acknowledged {}", config_.id, from,
+                  m.last_index, peer.match);
+    peer.match = m.last_index;
+    peer.next = m.last_index + 1;
+    peer.progress = Progress::kProbe;
+    peer.inflight.clear();
+    peer.probe_sent = false;
+    return;
+  }
   // Rejected: ignore answers to messages we have since moved past.
   if (peer.progress == Progress::kReplicate && m.rejected_index <= peer.match) return;
   if (peer.progress == Progress::kProbe && m.rejected_index + 1 != peer.next) return;
@@ -514,8 +545,10 @@ void Raft::SendAppend(NodeId to, Peer& peer, bool allow_empty) {
   std::optional<Term> prev_term = TermAt(prev);
   if (!prev_term) {
     // The entries this follower needs were compacted away; snapshot
-    // installation (a later issue) will send it a snapshot instead.
+    // installation (a later issue) will send it a snapshot instead. Pause
+    // the peer until the next heartbeat rather than retrying at once.
     spdlog::warn("raft {}: follower {} needs index {} which is no longer in the log", config_.id, to, peer.next);
+    PausePeer(peer);
     return;
   }
   AppendEntries ae;
@@ -525,11 +558,18 @@ void Raft::SendAppend(NodeId to, Peer& peer, bool allow_empty) {
   ae.commit_index = commit_;
   ae.round = round_;
   CollectForAppend(peer.next, &ae);
-  if (ae.entries.empty() && ae.holes.empty() && !allow_empty) return;
+  bool nothing = ae.entries.empty() && ae.holes.empty();
+  if (nothing && peer.next <= LastIndex()) {
+    // The log could not be read (error_ says why): do not spin on it.
+    PausePeer(peer);
+    return;
+  }
+  if (nothing && !allow_empty) return;
   Index last = prev + ae.entries.size();
   for (const auto& h : ae.holes) last += h.last - h.first + 1;
   if (peer.progress == Progress::kReplicate) {
     if (last > prev) {
+      if (peer.inflight.empty()) peer.last_progress = now_;  // the stall clock starts now
       peer.inflight.push_back(last);
       peer.next = last + 1;
     }
@@ -537,6 +577,12 @@ void Raft::SendAppend(NodeId to, Peer& peer, bool allow_empty) {
     peer.probe_sent = true;
   }
   Send(to, std::move(ae));
+}
+
+void Raft::PausePeer(Peer& peer) {
+  peer.progress = Progress::kProbe;
+  peer.inflight.clear();
+  peer.probe_sent = true;  // BroadcastHeartbeats clears it
 }
 
 void Raft::BroadcastAppends() {
@@ -577,7 +623,7 @@ void Raft::BroadcastHeartbeats() {
 void Raft::RetransmitStalled() {
   for (auto& [id, peer] : peers_) {
     if (peer.progress == Progress::kReplicate && !peer.inflight.empty() &&
-        now_ - peer.last_progress >= config_.election_timeout_min) {
+        now_ - peer.last_progress >= 2 * config_.heartbeat_interval) {
       // Messages (or their answers) were lost: start again from what we know it has.
       peer.progress = Progress::kProbe;
       peer.next = peer.match + 1;
@@ -687,6 +733,7 @@ bool Raft::IsVoter(NodeId id) const {
 
 bool Raft::HasReady() const {
   if (hard_state_dirty_ || pending_write_ || !outbox_.empty() || !completed_reads_.empty()) return true;
+  if (!error_.ok()) return false;
   if (role_ != Role::kLeader) return false;
   for (const auto& [id, peer] : peers_) {
     if (peer.progress == Progress::kProbe ? !peer.probe_sent
@@ -704,8 +751,13 @@ Ready Raft::TakeReady() {
     r.hard_state = HardState{term_, voted_for_};
     hard_state_dirty_ = false;
   }
+  if (pending_write_) {
+    pending_write_->id = next_write_id_++;
+    writes_in_flight_.push_back(WriteInFlight{pending_write_->id, pending_write_->first, pending_write_->last()});
+  }
   r.write = std::move(pending_write_);
   pending_write_.reset();
+  r.error = error_;
   r.messages = std::move(outbox_);
   outbox_.clear();
   r.reads = std::move(completed_reads_);

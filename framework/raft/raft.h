@@ -8,11 +8,12 @@
 //   Tick(now)            time advanced (monotonic and wall readings)
 //   Step(message)        a message from a peer arrived
 //   Propose(type, data)  the application wants an entry appended (leader only)
-//   OnPersisted(i, t)    storage made the log durable up to index i (term t)
+//   OnPersisted(w)       storage made write w (and every earlier write) durable
 // and hands back its outputs through TakeReady():
 //   hard_state  term/vote to make durable BEFORE sending this Ready's messages
 //   write       entries (and holes) to write at write.first, replacing any
-//               suffix at or after it; asynchronous: report OnPersisted later
+//               suffix at or after it; asynchronous, in order: report
+//               OnPersisted(write.id) once it (and all before it) is fsynced
 //   messages    to send (any order, may be lost: the core retransmits)
 //   commit      highest index known committed
 // so the same code runs in production (driver in framework/server) and in the
@@ -86,6 +87,7 @@ struct ReadState {
 
 // What a Ready asks the driver to write to the log.
 struct LogWrite {
+  uint64_t id = 0;                 // increasing; OnPersisted(id) acknowledges it
   Index first = 0;                 // write starts here; storage drops any suffix >= first
   std::vector<Entry> entries;      // ascending
   std::vector<HoleRun> holes;      // with `entries`, covers [first, last()] exactly
@@ -99,6 +101,9 @@ struct Ready {
   std::optional<LogWrite> write;
   std::vector<Message> messages;
   std::vector<ReadState> reads;    // completed (or failed) RequestRead calls
+  // Not OK when the core could not read its own log (an I/O error): the
+  // server must stop, as if it had crashed.
+  absl::Status error;
   Index commit = 0;
   Role role = Role::kFollower;
   NodeId leader = 0;
@@ -126,7 +131,11 @@ class Raft {
   // Appends an entry stamped with log time max(previous, wall). Returns its
   // index, or FailedPrecondition("not the leader; leader is N") elsewhere.
   absl::StatusOr<Index> Propose(EntryType type, Bytes payload);
-  void OnPersisted(Index index, Term term);
+  // Write `write_id` and every write handed out before it are durable.
+  // Acknowledging by write, not by (index, term), matters: an index can be
+  // truncated by one leader and rewritten with the same term by a later one
+  // while an old write's acknowledgement is still on its way.
+  void OnPersisted(uint64_t write_id);
   // Read index (Raft dissertation 6.4): the leader confirms with a quorum
   // heartbeat round sent after this call that it still leads, then reports
   // {id, index} in Ready::reads. Reads are batched: every read waiting when a
@@ -200,6 +209,7 @@ class Raft {
 
   // ---- leader ----
   void SendAppend(NodeId to, Peer& peer, bool allow_empty);
+  void PausePeer(Peer& peer);
   void BroadcastAppends();
   void BroadcastHeartbeats();
   bool MaybeAdvanceCommit();
@@ -230,6 +240,14 @@ class Raft {
   Index stable_last_ = 0;
   std::deque<Item> unstable_;   // indexes stable_last_+1 ...
   std::optional<LogWrite> pending_write_;
+  struct WriteInFlight {
+    uint64_t id;
+    Index first;
+    Index last;
+  };
+  std::deque<WriteInFlight> writes_in_flight_;  // handed to the driver, not yet durable
+  uint64_t next_write_id_ = 1;
+  mutable absl::Status error_;  // set by const readers too (CollectForAppend)
   Index commit_ = 0;
   LogTime last_timestamp_ = 0;
 

@@ -93,6 +93,10 @@ void RaftNode::Start() {
   transport_->SetHandler([this, alive](raft::Message m) {
     auto token = alive.lock();
     if (!token || !*token || !running_) return;
+    // Time a message is received by, for the lease and election timers:
+    // the io thread may have been busy (an fsync of the hard state).
+    auto [mono, wall] = Now();
+    raft_->Tick(mono, wall);
     raft_->Step(m);
     Process();
   });
@@ -166,24 +170,27 @@ void RaftNode::Process() {
     raft::Ready r = raft_->TakeReady();
     if (r.hard_state) {
       // A vote or term must be durable before any message of this Ready leaves.
-      if (absl::Status s = metadata_->Save(*r.hard_state, ""); !s.ok()) {
+      if (absl::Status s = metadata_->Save(*r.hard_state, metadata_->Load().configuration); !s.ok()) {
         Fail(s);
         return;
       }
     }
+    if (!r.error.ok()) {
+      Fail(r.error);
+      return;
+    }
     if (r.write) {
-      Index last = r.write->last();
-      Term last_term = r.write->last_term();
+      uint64_t write_id = r.write->id;
       storage::WriteRequest request;
       request.truncate_from = r.write->first;
       request.entries = std::move(r.write->entries);
       request.holes = std::move(r.write->holes);
       std::weak_ptr<bool> alive = alive_;
-      absl::Status s = writer_->Submit(std::move(request), [this, alive, last, last_term](absl::Status st, Index) {
-        boost::asio::post(io_, [this, alive, st, last, last_term] {
+      absl::Status s = writer_->Submit(std::move(request), [this, alive, write_id](absl::Status st, Index) {
+        boost::asio::post(io_, [this, alive, st, write_id] {
           auto token = alive.lock();
           if (!token || !*token) return;
-          OnWriteDone(st, last, last_term);
+          OnWriteDone(st, write_id);
         });
       });
       if (!s.ok()) {
@@ -206,12 +213,6 @@ void RaftNode::Process() {
     }
   }
   if (!running_) return;
-  Index commit = std::min(raft_->commit(), raft_->stable_last());
-  if (commit > applied_) {
-    Index previous = applied_;
-    applied_ = commit;
-    if (commit_handler_) commit_handler_(previous, commit);
-  }
   raft::Status now = raft_->GetStatus();
   if (status_handler_ && (now.role != last_reported_.role || now.term != last_reported_.term ||
                           now.leader != last_reported_.leader || now.commit != last_reported_.commit ||
@@ -220,16 +221,23 @@ void RaftNode::Process() {
     last_reported_applied_ = applied_;
     status_handler_(status());
   }
+  // After the status: a step-down must reach the state machine before the
+  // entries committed with it, or it would run leader-only side effects.
+  Index commit = std::min(raft_->commit(), raft_->stable_last());
+  if (commit > applied_) {
+    Index previous = applied_;
+    applied_ = commit;
+    if (commit_handler_) commit_handler_(previous, commit);
+  }
 }
 
-void RaftNode::OnWriteDone(absl::Status status, Index last, Term last_term) {
-  spdlog::debug("server {}: write through {} (term {}) done: {}", options_.id, last, last_term, status.ToString());
+void RaftNode::OnWriteDone(absl::Status status, uint64_t write_id) {
   if (!running_) return;
   if (!status.ok()) {
     Fail(status);
     return;
   }
-  raft_->OnPersisted(last, last_term);
+  raft_->OnPersisted(write_id);
   Process();
 }
 

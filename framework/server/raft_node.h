@@ -104,7 +104,7 @@ class RaftNode {
   RaftNode(boost::asio::io_context& io, RaftNodeOptions options, transport::Transport* transport);
   void ScheduleTick();
   void Process();
-  void OnWriteDone(absl::Status status, Index last, Term last_term);
+  void OnWriteDone(absl::Status status, uint64_t write_id);
   void Fail(const absl::Status& status);
   void FailReads(const absl::Status& status);
   static std::pair<int64_t, int64_t> Now();

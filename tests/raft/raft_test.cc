@@ -70,16 +70,78 @@ TEST(RaftTest, FollowerAcknowledgesOnlyDurableEntries) {
   EXPECT_TRUE(Sent<AppendEntriesResponse>(r).empty()) << "acknowledged before the entries were durable";
 
   log.Write(*r.write);
-  raft.OnPersisted(2, 1);
+  raft.OnPersisted(r.write->id);
   auto acks = Sent<AppendEntriesResponse>(raft.TakeReady());
   ASSERT_EQ(acks.size(), 1u);
   EXPECT_TRUE(acks[0].second.success);
   EXPECT_EQ(acks[0].second.match_index, 2u);
 }
 
+TEST(RaftTest, AnOldWritesAcknowledgementDoesNotCoverARewrittenSuffix) {
+  // Index 1..3 (term 1) is written, truncated by a term-2 leader, then
+  // written again with the same terms by the term-1 leader re-elected in
+  // term 3. The first write's fsync must not make the third one's entries
+  // look durable: the disk may hold the term-2 entry there.
+  Config c = ThreeVoters(2);
+  MemoryLog log;
+  Raft raft(c, &log, HardState{}, 0, 0);
+  AppendEntries a1;
+  a1.term = 1;
+  a1.entries = {E(1, 1, "a"), E(2, 1, "b"), E(3, 1, "c")};
+  raft.Step(Message{1, 2, a1});
+  Ready w1 = raft.TakeReady();
+  AppendEntries a2;
+  a2.term = 2;
+  a2.entries = {E(1, 2, "x")};
+  raft.Step(Message{3, 2, a2});
+  Ready w2 = raft.TakeReady();
+  AppendEntries a3;
+  a3.term = 3;
+  a3.entries = {E(1, 1, "a"), E(2, 1, "b"), E(3, 1, "c")};
+  raft.Step(Message{1, 2, a3});
+  Ready w3 = raft.TakeReady();
+  ASSERT_TRUE(w1.write && w2.write && w3.write);
+
+  raft.OnPersisted(w1.write->id);
+  EXPECT_EQ(raft.stable_last(), 0u);
+  EXPECT_TRUE(Sent<AppendEntriesResponse>(raft.TakeReady()).empty()) << "acknowledged entries not on disk";
+  raft.OnPersisted(w2.write->id);
+  EXPECT_EQ(raft.stable_last(), 0u);
+  raft.OnPersisted(w3.write->id);
+  EXPECT_EQ(raft.stable_last(), 3u);
+  auto acks = Sent<AppendEntriesResponse>(raft.TakeReady());
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].second.match_index, 3u);
+}
+
+TEST(RaftTest, AFollowerThatLostAcknowledgedEntriesIsRepairedFromWhatItHas) {
+  MemoryLog log;
+  Config c;
+  c.id = 1;
+  c.voters = {1, 2, 3};
+  Raft raft(c, &log, HardState{}, 0, 0);
+  raft.Tick(c.election_timeout_max, 0);  // pre-vote
+  for (NodeId v : {2, 3}) raft.Step(Message{v, 1, RequestVoteResponse{1, true, true}});
+  for (NodeId v : {2, 3}) raft.Step(Message{v, 1, RequestVoteResponse{1, true, false}});
+  ASSERT_EQ(raft.role(), Role::kLeader);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(raft.Propose(EntryType::kCommand, Bytes()).ok());
+  Ready r = raft.TakeReady();
+  log.Write(*r.write);
+  raft.OnPersisted(r.write->id);
+  raft.Step(Message{2, 1, AppendEntriesResponse{1, true, 4, 0, 0, 0, 4, 0}});
+  // Server 2 comes back with only index 1 and rejects the heartbeat at 4.
+  raft.Step(Message{2, 1, AppendEntriesResponse{1, false, 0, 2, 0, 0, 1, 4}});
+  raft.TakeReady();
+  raft.Tick(c.election_timeout_max + c.heartbeat_interval, 0);
+  auto appends = Sent<AppendEntries>(raft.TakeReady());
+  bool resent = false;
+  for (const auto& [to, ae] : appends) resent = resent || (to == 2 && ae.prev_log_index == 1 && !ae.entries.empty());
+  EXPECT_TRUE(resent) << "the leader kept probing at the lost match index";
+}
+
 TEST(RaftTest, ConflictingSuffixIsReplacedAndRejectionCarriesAHint) {
   MemoryLog log;
-  log.Write(LogWrite{1, {E(1, 1), E(2, 1), E(3, 2), E(4, 2)}, {}});
+  log.Write(LogWrite{0, 1, {E(1, 1), E(2, 1), E(3, 2), E(4, 2)}, {}});
   Raft raft(ThreeVoters(2), &log, HardState{3, 0}, 0, 0);
 
   // Leader of term 3 believes index 4 has term 3: rejected, hint = start of our term-2 run.
@@ -110,7 +172,7 @@ TEST(RaftTest, ConflictingSuffixIsReplacedAndRejectionCarriesAHint) {
 
 TEST(RaftTest, VoteIsGrantedOncePerTermAndRequiresAnUpToDateLog) {
   MemoryLog log;
-  log.Write(LogWrite{1, {E(1, 1), E(2, 2)}, {}});
+  log.Write(LogWrite{0, 1, {E(1, 1), E(2, 2)}, {}});
   Config c = ThreeVoters(3);
   c.check_quorum = false;
   Raft raft(c, &log, HardState{2, 0}, 0, 0);
@@ -157,7 +219,7 @@ TEST(RaftTest, SingleVoterCommitsOnceItsOwnWriteIsDurable) {
   Ready r = raft.TakeReady();
   EXPECT_EQ(r.commit, 0u) << "committed before durable";
   log.Write(*r.write);
-  raft.OnPersisted(r.write->last(), r.write->last_term());
+  raft.OnPersisted(r.write->id);
   EXPECT_EQ(raft.commit(), *index);
 }
 
@@ -215,7 +277,7 @@ TEST(RaftTest, SingleVoterConfirmsReadsOnceItsTermHasACommittedEntry) {
   Ready r = raft.TakeReady();
   EXPECT_TRUE(r.reads.empty()) << "confirmed before the Initialize entry committed";
   log.Write(*r.write);
-  raft.OnPersisted(r.write->last(), r.write->last_term());
+  raft.OnPersisted(r.write->id);
   Ready after = raft.TakeReady();
   ASSERT_EQ(after.reads.size(), 1u);
   EXPECT_EQ(after.reads[0].id, 7u);

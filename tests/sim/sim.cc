@@ -73,14 +73,19 @@ void SimDisk::Write(const raft::LogWrite& write) {
   pending_.push_back(write);
 }
 
-std::pair<Index, Term> SimDisk::Sync(size_t n) {
-  std::pair<Index, Term> last{0, 0};
+uint64_t SimDisk::Sync(size_t n) {
+  uint64_t last = 0;
   for (size_t i = 0; i < n && !pending_.empty(); ++i) {
     Apply(durable_, pending_.front(), SIZE_MAX);
-    last = {pending_.front().last(), pending_.front().last_term()};
+    last = pending_.front().id;
     pending_.pop_front();
   }
   return last;
+}
+
+uint64_t SimDisk::DurablePrefixHash(Index index) const {
+  if (index == 0 || index > durable_.size()) return 0;
+  return durable_[index - 1].prefix_hash;
 }
 
 void SimDisk::Crash(std::mt19937_64& rng, bool torn) {
@@ -249,9 +254,9 @@ void World::ScheduleSync(Server& s) {
   Schedule(now_ + d(rng_), [this, &s, inc, n] {
     if (!s.raft || s.incarnation != inc) return;
     s.sync_in_flight = false;
-    auto [index, term] = s.disk.Sync(n);
-    Trace(s.id * 1000 + 1, index);
-    s.raft->OnPersisted(index, term);
+    uint64_t write_id = s.disk.Sync(n);
+    Trace(s.id * 1000 + 1, write_id);
+    s.raft->OnPersisted(write_id);
     Process(s);
     ScheduleSync(s);
   });
@@ -482,6 +487,18 @@ void World::CheckRead(const Server& s, const raft::ReadState& read) {
 }
 
 void World::CheckSafety() {
+  for (auto& sp : servers_) {
+    // Durability: what the core treats as stable is on the disk, as it sees it.
+    Server& d = *sp;
+    if (d.raft) {
+      Index stable = d.raft->stable_last();
+      if (stable > 0 && d.disk.DurablePrefixHash(stable) != d.disk.PrefixHash(stable)) {
+        Fail(absl::StrCat("durability: server ", d.id, " treats index ", stable,
+                          " as durable but its disk holds something else there"));
+        return;
+      }
+    }
+  }
   for (auto& sp : servers_) {
     Server& s = *sp;
     if (!s.raft || s.raft->role() != raft::Role::kLeader) continue;

@@ -121,9 +121,10 @@ class SimDisk : public raft::LogReader {
   // Applies `write` to the written log; it becomes durable at a later Sync.
   void Write(const raft::LogWrite& write);
   size_t pending_writes() const { return pending_.size(); }
-  // Makes the first `n` pending writes durable; returns (index, term) of the
-  // last one, what the raft core is told is persisted.
-  std::pair<Index, Term> Sync(size_t n);
+  // Makes the first `n` pending writes durable; returns the id of the last
+  // one, what the raft core is told is persisted.
+  uint64_t Sync(size_t n);
+  uint64_t DurablePrefixHash(Index index) const;
   // Loses unsynced writes; with `torn`, keeps a random prefix of them, the
   // last one possibly cut short.
   void Crash(std::mt19937_64& rng, bool torn);
