@@ -283,6 +283,21 @@ absl::StatusOr<FrameValue> DecodeFrame(std::string_view body) {
         if (!m.ok()) return m.status();
         return FrameValue(*std::move(m));
       }
+      case wire::Frame::CLIENT_REQUEST: {
+        auto r = FromWire(frame.getClientRequest());
+        if (!r.ok()) return r.status();
+        return FrameValue(*std::move(r));
+      }
+      case wire::Frame::CLIENT_RESPONSE: {
+        auto r = FromWire(frame.getClientResponse());
+        if (!r.ok()) return r.status();
+        return FrameValue(*std::move(r));
+      }
+      case wire::Frame::PUBLISH_EVENTS: {
+        auto p = FromWire(frame.getPublishEvents());
+        if (!p.ok()) return p.status();
+        return FrameValue(*std::move(p));
+      }
       default:
         return absl::UnimplementedError(absl::StrCat("unsupported frame kind ", static_cast<int>(frame.which())));
     }

@@ -13,6 +13,7 @@
 #include "framework/common/types.h"
 #include "framework/raft/message.h"
 #include "serialization/caracal.capnp.h"
+#include "serialization/client_protocol.h"
 
 namespace caracal::serialization {
 
@@ -45,8 +46,9 @@ struct HelloValue {
 };
 void AppendHelloFrame(const HelloValue& hello, std::string* out);
 
-// A decoded frame body.
-using FrameValue = std::variant<HelloValue, raft::Message>;
+// A decoded frame body. Client messages: serialization/client_protocol.h.
+using FrameValue =
+    std::variant<HelloValue, raft::Message, ClientRequestValue, ClientResponseValue, PublishEventsValue>;
 absl::StatusOr<FrameValue> DecodeFrame(std::string_view body);
 
 // Fills/reads Cap'n Proto builders directly (for callers composing bigger messages).

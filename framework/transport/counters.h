@@ -24,6 +24,10 @@ struct Counters {
   std::atomic<uint64_t> accepts{0};
   std::atomic<uint64_t> rejected_connections{0};
   std::atomic<uint64_t> decode_errors{0};
+  std::atomic<uint64_t> client_accepts{0};
+  std::atomic<uint64_t> client_requests{0};
+  std::atomic<uint64_t> client_frames_sent{0};
+  std::atomic<uint64_t> client_queue_overflows{0};
 
   static void Add(std::atomic<uint64_t>& counter, uint64_t n = 1) { counter.fetch_add(n, std::memory_order_relaxed); }
 
@@ -40,6 +44,10 @@ struct Counters {
     s.accepts = get(accepts);
     s.rejected_connections = get(rejected_connections);
     s.decode_errors = get(decode_errors);
+    s.client_accepts = get(client_accepts);
+    s.client_requests = get(client_requests);
+    s.client_frames_sent = get(client_frames_sent);
+    s.client_queue_overflows = get(client_queue_overflows);
     return s;
   }
 };

@@ -59,6 +59,18 @@ std::string Describe(const tcp::socket& socket) {
 // std::string_view in this build, and fmt knows only the latter).
 std::string Reason(const absl::Status& status) { return std::string(status.message()); }
 
+// What a decoded frame is, for logs.
+std::string FrameKind(const serialization::FrameValue& frame) {
+  if (auto* m = std::get_if<raft::Message>(&frame)) return raft::MessageKindName(*m);
+  if (auto* r = std::get_if<serialization::ClientRequestValue>(&frame)) {
+    return absl::StrCat("a client ", serialization::ClientRequestKindName(*r), " request");
+  }
+  static constexpr const char* kNames[] = {"a Hello", "a raft message", "a client request", "a client response",
+                                           "an event batch"};
+  static_assert(std::size(kNames) == std::variant_size_v<serialization::FrameValue>);
+  return kNames[frame.index()];
+}
+
 }  // namespace
 
 class OutboundPeer;
@@ -90,6 +102,20 @@ class TcpTransportCore : public std::enable_shared_from_this<TcpTransportCore> {
     if (closed_) return;
     handler_ = handler ? std::make_shared<const Transport::MessageHandler>(std::move(handler)) : nullptr;
   }
+  void SetClientHandler(TcpTransport::ClientRequestHandler handler) {
+    if (closed_) return;
+    client_handler_ =
+        handler ? std::make_shared<const TcpTransport::ClientRequestHandler>(std::move(handler)) : nullptr;
+  }
+  void SetClientClosedHandler(TcpTransport::ClientClosedHandler handler) {
+    if (closed_) return;
+    client_closed_handler_ =
+        handler ? std::make_shared<const TcpTransport::ClientClosedHandler>(std::move(handler)) : nullptr;
+  }
+  absl::Status SendToClient(ClientConnectionId id, const serialization::ClientResponseValue& response);
+  absl::Status PushToClient(ClientConnectionId id, const serialization::PublishEventsValue& events);
+  void CloseClient(ClientConnectionId id, const std::string& reason);
+  size_t client_count() const { return clients_.size(); }
 
   // For the connections.
   asio::io_context& io() { return io_; }
@@ -104,10 +130,17 @@ class TcpTransportCore : public std::enable_shared_from_this<TcpTransportCore> {
   // `connection` said Hello as `node`; an older connection of `node` is closed.
   void BindInbound(InboundConnection* connection, NodeId node);
   void ForgetInbound(InboundConnection* connection, NodeId node);
+  // `connection` said a client Hello: returns its new id.
+  ClientConnectionId BindClient(InboundConnection* connection);
+  // Client `id` closed; tells the closed handler (posted) unless we are closed.
+  void ForgetClient(ClientConnectionId id, absl::Status reason);
+  void DeliverClient(ClientConnectionId id, serialization::ClientRequestValue request);
 
  private:
   void StartAccept();
   void OnAccept(error_code ec, tcp::socket socket);
+  // The open client connection `id`, or null.
+  std::shared_ptr<InboundConnection> FindClient(ClientConnectionId id);
 
   asio::io_context& io_;
   const NodeId self_;
@@ -124,6 +157,11 @@ class TcpTransportCore : public std::enable_shared_from_this<TcpTransportCore> {
   absl::flat_hash_map<NodeId, std::shared_ptr<OutboundPeer>> peers_;
   absl::flat_hash_map<InboundConnection*, std::shared_ptr<InboundConnection>> inbound_;
   absl::flat_hash_map<NodeId, InboundConnection*> inbound_by_node_;
+  std::shared_ptr<const TcpTransport::ClientRequestHandler> client_handler_;
+  std::shared_ptr<const TcpTransport::ClientClosedHandler> client_closed_handler_;
+  // Every connection in inbound_ that said a client Hello, by its id.
+  absl::flat_hash_map<ClientConnectionId, InboundConnection*> clients_;
+  ClientConnectionId next_client_id_ = 1;
 };
 
 // The sending side towards one peer: its queue, its connection (at most one
@@ -194,11 +232,13 @@ class OutboundPeer : public std::enable_shared_from_this<OutboundPeer> {
 };
 
 // One accepted connection. It starts in kAwaitingHello; a good Hello from a
-// server makes it kServer. (The client protocol will add kClient: a Hello
-// with node id 0, whose frames go to the client session layer instead of the
-// raft handler. HandleFrame is the one place that dispatches on the kind.)
+// server makes it kServer (raft frames in, nothing out), one with node id 0
+// makes it kClient (client requests in; responses and events out through a
+// bounded queue). HandleFrame is the one place that dispatches on the kind.
 // Invariants: after Close(), closed_ is true, the socket is closed and the
-// core no longer lists this connection.
+// core no longer lists this connection. Only a kClient connection ever
+// queues or writes; pending_ holds pending_count_ whole frames, at most one
+// write is in flight and its frames are in writing_.
 class InboundConnection : public std::enable_shared_from_this<InboundConnection> {
  public:
   InboundConnection(std::shared_ptr<TcpTransportCore> core, tcp::socket socket)
@@ -209,20 +249,37 @@ class InboundConnection : public std::enable_shared_from_this<InboundConnection>
         buffer_(core_->options().read_buffer_bytes) {}
 
   void Start();
-  void Close();
-  // Closes with an error log naming the peer and the reason.
-  void Reject(const std::string& reason);
+  // `reason` goes to the client closed handler (client connections only).
+  void Close(absl::Status reason);
+  // Closes with an error log naming the peer and the reason: a protocol
+  // violation (kInvalidArgument), or the decoder's status for a bad frame.
+  void Reject(const std::string& reason) { Reject(absl::InvalidArgumentError(reason)); }
+  void Reject(absl::Status reason);
+
+  // Queues the frame that `append` appends to a string (client connections).
+  template <typename Append>
+  absl::Status QueueFrame(Append append, const char* what);
 
  private:
-  enum class Kind { kAwaitingHello, kServer };
+  enum class Kind { kAwaitingHello, kServer, kClient };
 
   void Read();
   void OnRead(error_code ec, size_t bytes);
   void HandleFrame(const std::string& body);
   void HandleHello(const serialization::HelloValue& hello);
   void HandleRaft(raft::Message message);
+  void StartWrite();
+  void OnWritten(error_code ec, size_t bytes);
   std::string Who() const {
-    return kind_ == Kind::kServer ? absl::StrCat(remote_, " (node ", node_, ")") : remote_;
+    switch (kind_) {
+      case Kind::kServer:
+        return absl::StrCat(remote_, " (node ", node_, ")");
+      case Kind::kClient:
+        return absl::StrCat(remote_, " (client connection ", client_id_, ")");
+      case Kind::kAwaitingHello:
+        break;
+    }
+    return remote_;
   }
 
   const std::shared_ptr<TcpTransportCore> core_;
@@ -233,7 +290,13 @@ class InboundConnection : public std::enable_shared_from_this<InboundConnection>
   serialization::FrameSplitter splitter_;
   Kind kind_ = Kind::kAwaitingHello;
   NodeId node_ = 0;
+  ClientConnectionId client_id_ = 0;
   bool closed_ = false;
+  std::string pending_;  // encoded frames not yet handed to a write
+  size_t pending_count_ = 0;
+  std::string writing_;  // the frames of the write in flight
+  size_t writing_count_ = 0;
+  bool write_in_flight_ = false;
 };
 
 // ---------------------------------------------------------------- OutboundPeer
@@ -442,20 +505,80 @@ void InboundConnection::Start() {
   Read();
 }
 
-void InboundConnection::Close() {
+void InboundConnection::Close(absl::Status reason) {
   if (closed_) return;
   auto self = shared_from_this();  // the core's map may hold the last reference
   closed_ = true;
   error_code ignored;
   socket_.close(ignored);
   hello_timer_.cancel();
+  std::string().swap(pending_);
+  pending_count_ = 0;
   core_->ForgetInbound(this, kind_ == Kind::kServer ? node_ : 0);
+  if (kind_ == Kind::kClient) core_->ForgetClient(client_id_, std::move(reason));
 }
 
-void InboundConnection::Reject(const std::string& reason) {
-  spdlog::error("node {}: closing connection from {}: {}", core_->self(), Who(), reason);
+void InboundConnection::Reject(absl::Status reason) {
+  spdlog::error("node {}: closing connection from {}: {}", core_->self(), Who(), Reason(reason));
   Counters::Add(core_->counters().rejected_connections);
-  Close();
+  Close(std::move(reason));
+}
+
+template <typename Append>
+absl::Status InboundConnection::QueueFrame(Append append, const char* what) {
+  if (closed_) return absl::NotFoundError(absl::StrCat("client connection ", client_id_, " is closed"));
+  const size_t before = pending_.size();
+  append(&pending_);
+  const size_t frame = pending_.size() - before;
+  if (frame > serialization::kMaxFrameBytes + serialization::kFrameHeaderBytes) {
+    pending_.resize(before);
+    auto status = absl::InvalidArgumentError(absl::StrCat(what, " for client connection ", client_id_,
+                                                          " encodes to ", frame, " bytes, over the ",
+                                                          serialization::kMaxFrameBytes, "-byte frame limit"));
+    spdlog::error("node {}: {}; not sent", core_->self(), Reason(status));
+    return status;
+  }
+  const size_t queued = before + writing_.size();
+  const size_t limit = core_->options().max_client_queue_bytes;
+  if (queued > 0 && queued + frame > limit) {
+    pending_.resize(before);
+    Counters::Add(core_->counters().client_queue_overflows);
+    auto status = absl::ResourceExhaustedError(
+        absl::StrCat("outbound queue of client connection ", client_id_, " is full (", queued, " bytes queued, ",
+                     frame, " more, limit ", limit, "): the client is not reading"));
+    spdlog::warn("node {}: closing connection from {}: {}", core_->self(), Who(), Reason(status));
+    Close(status);
+    return status;
+  }
+  ++pending_count_;
+  if (!write_in_flight_) StartWrite();
+  return absl::OkStatus();
+}
+
+void InboundConnection::StartWrite() {
+  writing_.swap(pending_);  // pending_ keeps the old buffer's capacity for reuse
+  pending_.clear();
+  writing_count_ = pending_count_;
+  pending_count_ = 0;
+  write_in_flight_ = true;
+  asio::async_write(socket_, asio::buffer(writing_), [self = shared_from_this()](error_code ec, size_t bytes) {
+    self->OnWritten(ec, bytes);
+  });
+}
+
+void InboundConnection::OnWritten(error_code ec, size_t bytes) {
+  write_in_flight_ = false;
+  if (closed_ || core_->closed()) return;
+  Counters::Add(core_->counters().bytes_sent, bytes);
+  if (ec) {
+    spdlog::info("node {}: write to {} failed: {}", core_->self(), Who(), ec.message());
+    return Close(absl::UnavailableError(absl::StrCat("write to the client failed: ", ec.message())));
+  }
+  Counters::Add(core_->counters().client_frames_sent, writing_count_);
+  writing_count_ = 0;
+  writing_.clear();
+  if (writing_.capacity() > (4u << 20)) std::string().swap(writing_);  // do not pin a burst's memory
+  if (pending_count_ > 0) StartWrite();
 }
 
 void InboundConnection::Read() {
@@ -469,10 +592,10 @@ void InboundConnection::OnRead(error_code ec, size_t bytes) {
   if (ec) {
     if (ec == asio::error::eof) {
       spdlog::debug("node {}: {} closed its connection", core_->self(), Who());
-    } else {
-      spdlog::info("node {}: connection from {} failed: {}", core_->self(), Who(), ec.message());
+      return Close(absl::UnavailableError("the client closed the connection"));
     }
-    return Close();
+    spdlog::info("node {}: connection from {} failed: {}", core_->self(), Who(), ec.message());
+    return Close(absl::UnavailableError(absl::StrCat("connection failed: ", ec.message())));
   }
   Counters::Add(core_->counters().bytes_received, bytes);
   splitter_.Feed(std::string_view(buffer_.data(), bytes));
@@ -481,7 +604,7 @@ void InboundConnection::OnRead(error_code ec, size_t bytes) {
     if (absl::IsUnavailable(body.status())) break;
     if (!body.ok()) {
       Counters::Add(core_->counters().decode_errors);
-      return Reject(Reason(body.status()));
+      return Reject(body.status());
     }
     HandleFrame(*body);
   }
@@ -492,18 +615,23 @@ void InboundConnection::HandleFrame(const std::string& body) {
   auto frame = serialization::DecodeFrame(body);
   if (!frame.ok()) {
     Counters::Add(core_->counters().decode_errors);
-    return Reject(Reason(frame.status()));
+    return Reject(frame.status());
   }
   if (auto* hello = std::get_if<serialization::HelloValue>(&*frame)) {
     if (kind_ != Kind::kAwaitingHello) return Reject("a second Hello on one connection");
     return HandleHello(*hello);
   }
-  auto& message = std::get<raft::Message>(*frame);
   switch (kind_) {
     case Kind::kAwaitingHello:
-      return Reject(absl::StrCat("the first frame must be a Hello, got ", raft::MessageKindName(message)));
+      return Reject(absl::StrCat("the first frame must be a Hello, got ", FrameKind(*frame)));
     case Kind::kServer:
-      return HandleRaft(std::move(message));
+      if (auto* message = std::get_if<raft::Message>(&*frame)) return HandleRaft(std::move(*message));
+      return Reject(absl::StrCat(FrameKind(*frame), " on the raft connection of node ", node_));
+    case Kind::kClient:
+      if (auto* request = std::get_if<serialization::ClientRequestValue>(&*frame)) {
+        return core_->DeliverClient(client_id_, std::move(*request));
+      }
+      return Reject(absl::StrCat(FrameKind(*frame), " on a client connection; a client sends only requests"));
   }
 }
 
@@ -512,7 +640,13 @@ void InboundConnection::HandleHello(const serialization::HelloValue& hello) {
     return Reject(absl::StrCat("Hello from node ", hello.node_id, " names cluster '", hello.cluster_id,
                                "' but this is cluster '", core_->cluster_id(), "'"));
   }
-  if (hello.node_id == 0) return Reject("client connections are not supported yet (Hello with node id 0)");
+  if (hello.node_id == 0) {
+    kind_ = Kind::kClient;
+    hello_timer_.cancel();
+    client_id_ = core_->BindClient(this);
+    spdlog::debug("node {}: client connection {} from {}", core_->self(), client_id_, remote_);
+    return;
+  }
   if (hello.node_id == core_->self()) {
     return Reject(absl::StrCat("Hello claims this node's own id ", hello.node_id, "; are two servers sharing an id?"));
   }
@@ -613,7 +747,7 @@ void TcpTransportCore::BindInbound(InboundConnection* connection, NodeId node) {
   InboundConnection* older = it->second;
   it->second = connection;
   spdlog::info("node {}: node {} reconnected; closing its older connection", self_, node);
-  older->Close();
+  older->Close(absl::CancelledError("replaced by a newer connection"));
 }
 
 void TcpTransportCore::ForgetInbound(InboundConnection* connection, NodeId node) {
@@ -621,6 +755,63 @@ void TcpTransportCore::ForgetInbound(InboundConnection* connection, NodeId node)
     inbound_by_node_.erase(it);
   }
   inbound_.erase(connection);
+}
+
+ClientConnectionId TcpTransportCore::BindClient(InboundConnection* connection) {
+  const ClientConnectionId id = next_client_id_++;
+  clients_.emplace(id, connection);
+  Counters::Add(counters_.client_accepts);
+  return id;
+}
+
+void TcpTransportCore::ForgetClient(ClientConnectionId id, absl::Status reason) {
+  clients_.erase(id);
+  if (closed_) return;
+  asio::post(io_, [self = shared_from_this(), id, reason = std::move(reason)]() mutable {
+    if (self->closed_) return;
+    auto handler = self->client_closed_handler_;
+    if (handler) (*handler)(id, std::move(reason));
+  });
+}
+
+void TcpTransportCore::DeliverClient(ClientConnectionId id, serialization::ClientRequestValue request) {
+  auto handler = client_handler_;
+  if (!handler) {
+    spdlog::debug("node {}: no client handler; dropping a {} request from client connection {}", self_,
+                  serialization::ClientRequestKindName(request), id);
+    return Counters::Add(counters_.messages_dropped);
+  }
+  Counters::Add(counters_.client_requests);
+  (*handler)(id, std::move(request));
+}
+
+std::shared_ptr<InboundConnection> TcpTransportCore::FindClient(ClientConnectionId id) {
+  auto it = clients_.find(id);
+  if (it == clients_.end()) return nullptr;
+  return it->second->shared_from_this();  // pinned: queueing may close it
+}
+
+absl::Status TcpTransportCore::SendToClient(ClientConnectionId id, const serialization::ClientResponseValue& response) {
+  if (closed_) return absl::FailedPreconditionError("the transport is closed");
+  auto connection = FindClient(id);
+  if (!connection) return absl::NotFoundError(absl::StrCat("no open client connection ", id));
+  return connection->QueueFrame(
+      [&](std::string* out) { serialization::AppendClientResponseFrame(response, out); }, "a response");
+}
+
+absl::Status TcpTransportCore::PushToClient(ClientConnectionId id, const serialization::PublishEventsValue& events) {
+  if (closed_) return absl::FailedPreconditionError("the transport is closed");
+  auto connection = FindClient(id);
+  if (!connection) return absl::NotFoundError(absl::StrCat("no open client connection ", id));
+  return connection->QueueFrame([&](std::string* out) { serialization::AppendPublishEventsFrame(events, out); },
+                                "an event batch");
+}
+
+void TcpTransportCore::CloseClient(ClientConnectionId id, const std::string& reason) {
+  auto connection = FindClient(id);
+  if (!connection) return;
+  spdlog::info("node {}: closing client connection {}: {}", self_, id, reason);
+  connection->Close(absl::CancelledError(reason));
 }
 
 void TcpTransportCore::SetPeerAddress(NodeId id, std::string address) {
@@ -660,6 +851,8 @@ void TcpTransportCore::Close() {
   if (closed_) return;
   closed_ = true;
   handler_.reset();
+  client_handler_.reset();
+  client_closed_handler_.reset();
   error_code ignored;
   if (acceptor_) acceptor_->close(ignored);
   accept_retry_timer_.cancel();
@@ -669,7 +862,8 @@ void TcpTransportCore::Close() {
   auto inbound = std::move(inbound_);
   inbound_.clear();
   inbound_by_node_.clear();
-  for (auto& [raw, connection] : inbound) connection->Close();
+  clients_.clear();
+  for (auto& [raw, connection] : inbound) connection->Close(absl::CancelledError("the transport closed"));
 }
 
 }  // namespace internal
@@ -691,6 +885,18 @@ void TcpTransport::Close() { core_->Close(); }
 void TcpTransport::Send(raft::Message message) { core_->Send(std::move(message)); }
 void TcpTransport::SetHandler(MessageHandler handler) { core_->SetHandler(std::move(handler)); }
 TransportStats TcpTransport::Stats() const { return core_->counters().Snapshot(); }
+void TcpTransport::SetClientHandler(ClientRequestHandler handler) { core_->SetClientHandler(std::move(handler)); }
+void TcpTransport::SetClientClosedHandler(ClientClosedHandler handler) {
+  core_->SetClientClosedHandler(std::move(handler));
+}
+absl::Status TcpTransport::SendToClient(ClientConnectionId id, const serialization::ClientResponseValue& response) {
+  return core_->SendToClient(id, response);
+}
+absl::Status TcpTransport::PushToClient(ClientConnectionId id, const serialization::PublishEventsValue& events) {
+  return core_->PushToClient(id, events);
+}
+void TcpTransport::CloseClient(ClientConnectionId id, const std::string& reason) { core_->CloseClient(id, reason); }
+size_t TcpTransport::client_count() const { return core_->client_count(); }
 NodeId TcpTransport::self() const { return core_->self(); }
 
 }  // namespace caracal::transport

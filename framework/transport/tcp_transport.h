@@ -8,9 +8,23 @@
 // A connection is one-directional for raft traffic: node A sends to node B on
 // the connection A opened to B; B answers on its own connection to A. The
 // opener's first frame is a Hello {node_id, cluster_id}; every later frame is
-// a raft message whose `from` is the Hello's node id. (A Hello with node id 0
-// will announce a client connection; those are refused until the client
-// protocol exists — see InboundConnection in tcp_transport.cc.)
+// a raft message whose `from` is the Hello's node id.
+//
+// Client connections: a Hello with node id 0 (and our cluster id) makes an
+// inbound connection a client connection, known by a ClientConnectionId. It
+// is bidirectional: the client sends ClientRequest frames, which go to the
+// client handler; responses (SendToClient) and pushed events (PushToClient)
+// go back on the same socket, in the order they were handed over. Each client
+// connection has a bounded outbound queue (max_client_queue_bytes, counting
+// frames being written): a frame that does not fit closes that connection
+// (logged, and reported as ResourceExhausted), so a client that does not read
+// cannot exhaust the server's memory. (A frame always fits an empty queue.)
+// A raft frame on a client connection, a client frame on a peer connection,
+// anything but a ClientRequest from a client, or a malformed frame closes
+// that one connection (logged) and affects nothing else. When a client
+// connection closes for any reason but Close() of the transport, the client
+// closed handler is told (posted, after every request already delivered from
+// that connection) — once per connection that said its Hello.
 //
 // Outbound, per peer: connect lazily on the first Send; on a failed connect or
 // a broken connection, retry with exponential back-off (initial_backoff
@@ -35,7 +49,8 @@
 // may be called from any thread.
 //
 // Lifetime: Close() (also run by the destructor) cancels every socket, timer
-// and posted delivery; the handler is never called after Close(). Pending
+// and posted delivery; no handler (raft, client request, client closed) is
+// called after Close(). Pending
 // asynchronous operations keep the internal state alive until `io` runs them
 // (they then do nothing) or is destroyed, so destroying a TcpTransport while
 // `io` still has its work queued is safe.
@@ -43,6 +58,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -52,6 +68,7 @@
 #include "boost/asio/io_context.hpp"
 #include "framework/common/types.h"
 #include "framework/transport/transport.h"
+#include "serialization/client_protocol.h"
 
 namespace caracal::transport {
 
@@ -62,7 +79,12 @@ struct TcpTransportOptions {
   size_t max_inbound_connections = 1024;
   std::chrono::milliseconds hello_timeout{10000};
   size_t read_buffer_bytes = 64u << 10;
+  size_t max_client_queue_bytes = 16u << 20;  // per client connection, responses and events queued or being written
 };
+
+// Names one client connection of one TcpTransport. Never 0; never reused by
+// that transport.
+using ClientConnectionId = uint64_t;
 
 // "host:port" or "[v6-host]:port" split into its parts. The port must be a
 // number in [0, 65535]; the host must not be empty.
@@ -100,6 +122,35 @@ class TcpTransport final : public Transport {
   // Stops everything: no more accepts, connections closed, queued messages
   // dropped, handler released. Idempotent.
   void Close();
+
+  // ---- client connections ----
+  using ClientRequestHandler = std::function<void(ClientConnectionId, serialization::ClientRequestValue)>;
+  // `reason` says why: the client closed it or a socket error (kUnavailable),
+  // a malformed or unsupported frame (the decoder's status: kDataLoss,
+  // kUnimplemented, kFailedPrecondition), a protocol violation
+  // (kInvalidArgument), a full outbound queue (kResourceExhausted),
+  // CloseClient (kCancelled).
+  using ClientClosedHandler = std::function<void(ClientConnectionId, absl::Status reason)>;
+
+  // Receives every request from every client connection, in each
+  // connection's order. Requests arriving while none is set are dropped
+  // (counted in messages_dropped).
+  void SetClientHandler(ClientRequestHandler handler);
+  void SetClientClosedHandler(ClientClosedHandler handler);
+
+  // Queue a response / an event batch on a client connection. Never blocks,
+  // never calls a handler from inside. Errors: kNotFound (no such connection:
+  // it closed, or never was), kResourceExhausted (the queue was full; the
+  // connection is now closed), kInvalidArgument (the frame is over
+  // kMaxFrameBytes; nothing sent, the connection stays open),
+  // kFailedPrecondition (after Close).
+  absl::Status SendToClient(ClientConnectionId id, const serialization::ClientResponseValue& response);
+  absl::Status PushToClient(ClientConnectionId id, const serialization::PublishEventsValue& events);
+  // Closes a client connection (queued frames are dropped); the closed
+  // handler is told with kCancelled. Unknown ids are ignored.
+  void CloseClient(ClientConnectionId id, const std::string& reason);
+  // Client connections that said their Hello and are still open.
+  size_t client_count() const;
 
   void Send(raft::Message message) override;
   void SetHandler(MessageHandler handler) override;

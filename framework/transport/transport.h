@@ -31,6 +31,12 @@ struct TransportStats {
   uint64_t accepts = 0;             // inbound connections accepted
   uint64_t rejected_connections = 0;  // inbound connections closed for a protocol violation or over the cap
   uint64_t decode_errors = 0;       // malformed frames (bad header, bad Cap'n Proto, unknown kind, bad version)
+  // Client connections (TcpTransport only). Their rejections and decode
+  // errors are counted above too; messages_* count raft messages only.
+  uint64_t client_accepts = 0;           // inbound connections that said a client Hello
+  uint64_t client_requests = 0;          // client requests delivered to the client handler
+  uint64_t client_frames_sent = 0;       // responses and event batches whose write completed
+  uint64_t client_queue_overflows = 0;   // client connections closed because their queue was full
 };
 
 class Transport {

@@ -7,7 +7,9 @@
 
 #include "boost/asio/ip/tcp.hpp"
 #include "boost/asio/write.hpp"
+#include "capnp/any.h"
 #include "capnp/message.h"
+#include "capnp/schema.h"
 #include "gtest/gtest.h"
 #include "serialization/caracal.capnp.h"
 #include "serialization/codec.h"
@@ -341,6 +343,12 @@ std::string RaftFrame(const raft::Message& m) {
   return out;
 }
 
+std::string ClientRequestFrame() {
+  std::string out;
+  serialization::AppendClientRequestFrame({1, serialization::ConnectRequest{"c"}}, &out);
+  return out;
+}
+
 // A plain blocking client socket, driven outside the transport's io_context.
 class RawClient {
  public:
@@ -425,7 +433,14 @@ INSTANTIATE_TEST_SUITE_P(
                     },
                     true},
         HostileCase{"UnknownFrameKind",
-                    [] { return CapnpFrame([](wire::Frame::Builder f) { f.initClientResponse().setRequestId(1); }); },
+                    [] {
+                      return CapnpFrame([](wire::Frame::Builder f) {
+                        f.initHello();
+                        // The union discriminant of a kind a newer schema would add.
+                        auto offset = capnp::Schema::from<wire::Frame>().getProto().getStruct().getDiscriminantOffset();
+                        capnp::AnyStruct::Builder(kj::mv(f)).getDataSection()[offset * 2] = 99;
+                      });
+                    },
                     true},
         HostileCase{"UnknownRaftMessageKind",
                     [] {
@@ -443,7 +458,17 @@ INSTANTIATE_TEST_SUITE_P(
         HostileCase{"AddressedToAnotherNode", [] { return HelloFrame(3) + RaftFrame(Numbered(3, 7, 1)); }, false},
         HostileCase{"SecondHello", [] { return HelloFrame(3) + HelloFrame(3); }, false},
         HostileCase{"HelloWithOwnId", [] { return HelloFrame(1); }, false},
-        HostileCase{"ClientHelloBeforeTheClientProtocolExists", [] { return HelloFrame(0); }, false}),
+        HostileCase{"ClientRequestBeforeHello", [] { return ClientRequestFrame(); }, false},
+        HostileCase{"ClientRequestOnAPeerConnection", [] { return HelloFrame(3) + ClientRequestFrame(); }, false},
+        HostileCase{"ClientResponseOnAPeerConnection",
+                    [] {
+                      return HelloFrame(3) + CapnpFrame([](wire::Frame::Builder f) {
+                               f.initClientResponse().setRequestId(1);
+                             });
+                    },
+                    false},
+        HostileCase{"RaftOnAClientConnection", [] { return HelloFrame(0) + RaftFrame(Numbered(3, 1, 1)); }, false},
+        HostileCase{"ClientHelloForAnotherCluster", [] { return HelloFrame(0, "other-cluster"); }, false}),
     [](const ::testing::TestParamInfo<HostileCase>& info) { return info.param.name; });
 
 TEST_F(TcpTransportTest, ConnectionWithoutHelloIsClosedAfterTheTimeout) {
