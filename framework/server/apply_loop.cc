@@ -141,12 +141,16 @@ bool ApplyLoop::ApplyUpTo(Index target) {
     for (Index i = from; i <= covered; ++i) {
       if (e < entries.size() && entries[e].index == i) {
         const Entry& entry = entries[e++];
-        absl::StatusOr<std::string> result = runner_.Apply(entry);
+        std::vector<StateMachineRunner::Response> responses = runner_.ApplyEntry(entry);
         if (entry.type == EntryType::kCommand) {
           std::lock_guard lock(mu_);
           ++stats_.commands;
         }
-        CompleteWaiter(i, entry.term, std::move(result));
+        {
+          std::lock_guard lock(mu_);
+          stats_.applied = i;  // before any response: a caller may read it right after
+        }
+        for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result));
       } else {
         // A compacted (hence released) entry: nothing to apply.
         while (h < holes.size() && holes[h].last < i) ++h;
@@ -181,7 +185,7 @@ void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::strin
     // Published before any response at `index` is delivered: whoever has seen
     // a command's result and then asks Info() sees applied >= its index (and
     // may use it as a SEQUENTIAL query's min_index).
-    stats_.applied = index;
+    stats_.applied = std::max(stats_.applied, index);
     auto it = waiters_.find(index);
     if (it == waiters_.end()) return;
     waiter = std::move(it->second);

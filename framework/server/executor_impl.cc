@@ -42,7 +42,32 @@ Index Executor::index() const { return impl_->index(); }
 
 void Executor::LeaderSideEffect(std::function<void()> fn) { impl_->LeaderSideEffect(std::move(fn)); }
 
+void Session::PublishBytes(std::string_view name, std::string payload) const {
+  if (sink_ == nullptr || id_ == 0) {
+    throw std::logic_error(absl::StrCat("Session::Publish('", std::string(name),
+                                        "'): this command was submitted without a session"));
+  }
+  sink_->Publish(id_, name, std::move(payload));
+}
+
 namespace internal {
+
+void ExecutorImpl::Publish(uint64_t session, std::string_view name, std::string payload) {
+  CheckMayChangeState("Session::Publish");
+  if (!publisher_) throw std::logic_error("Session::Publish: this server does not deliver events");
+  publisher_(session, index_, std::string(name), std::move(payload));
+}
+
+absl::StatusOr<std::string> ExecutorImpl::ApplyHeldCommand(Index index, uint64_t session,
+                                                           std::string_view operation) {
+  Index current = index_;
+  LogTime now = time_;
+  // ApplyCommand fires nothing new (no timer is due before `now`) and
+  // applies at `index`; restore the current index afterwards.
+  absl::StatusOr<std::string> result = ApplyCommand(index, now, session, operation);
+  index_ = current;
+  return result;
+}
 
 void ExecutorImpl::AddHandler(std::string_view name, bool is_command, Executor::Handler handler) {
   std::string key(name);
@@ -129,7 +154,7 @@ absl::StatusOr<std::string> ExecutorImpl::ApplyCommand(Index index, LogTime time
   tracker_->Hold(index);  // the Commit releases it
   try {
     absl::StatusOr<std::string> result = it->second.handler(
-        *view, Executor::HandlerContext{index, Time(std::chrono::microseconds(time_)), Session(session), false});
+        *view, Executor::HandlerContext{index, Time(std::chrono::microseconds(time_)), Session(session, this), false});
     if (!result.ok()) tracker_->Release(index);  // arguments did not decode: nothing holds it
     return result;
   } catch (const std::exception& e) {
@@ -151,7 +176,7 @@ absl::StatusOr<std::string> ExecutorImpl::RunQuery(uint64_t session, std::string
   absl::StatusOr<std::string> result;
   try {
     result = it->second.handler(
-        *view, Executor::HandlerContext{index_, Time(std::chrono::microseconds(time_)), Session(session), true});
+        *view, Executor::HandlerContext{index_, Time(std::chrono::microseconds(time_)), Session(session, this), true});
   } catch (const std::exception& e) {
     result = absl::InternalError(absl::StrCat("handler for query '", current_operation_, "' threw: ", e.what()));
   }

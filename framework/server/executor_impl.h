@@ -14,6 +14,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -26,7 +27,7 @@
 
 namespace caracal::internal {
 
-class ExecutorImpl {
+class ExecutorImpl : public SessionSink {
  public:
   explicit ExecutorImpl(server::ReleaseTracker* tracker) : tracker_(tracker), executor_(this) {}
 
@@ -50,6 +51,10 @@ class ExecutorImpl {
   Index index() const { return index_; }
   LogTime time() const { return time_; }
   size_t pending_timers() const { return timers_.size(); }
+  std::optional<LogTime> NextTimer() const {
+    if (timers_.empty()) return std::nullopt;
+    return timers_.begin()->first.first;
+  }
   uint64_t timers_fired() const { return timers_fired_; }
 
   // Executor's implementation.
@@ -57,6 +62,14 @@ class ExecutorImpl {
   Scheduled Schedule(LogTime delay, LogTime interval, std::function<void()> fn);
   void LeaderSideEffect(std::function<void()> fn);
   void CheckMayChangeState(const char* what) const;
+
+  // Session::Publish lands here; the runner decides where events go.
+  using PublishFn = std::function<void(uint64_t session, Index index, std::string name, std::string payload)>;
+  void SetPublisher(PublishFn fn) { publisher_ = std::move(fn); }
+  void Publish(uint64_t session, std::string_view name, std::string payload) override;
+  // Runs a held-back command (sequencing) at its own index, at the current
+  // log time, without firing timers again.
+  absl::StatusOr<std::string> ApplyHeldCommand(Index index, uint64_t session, std::string_view operation);
 
  private:
   struct Registered {
@@ -81,6 +94,7 @@ class ExecutorImpl {
   bool in_query_ = false;
   std::string current_operation_;
   std::vector<std::function<void()>> side_effects_;
+  PublishFn publisher_;
 };
 
 }  // namespace caracal::internal

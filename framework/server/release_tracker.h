@@ -2,22 +2,25 @@
 #define CARACAL_FRAMEWORK_SERVER_RELEASE_TRACKER_H_
 
 // Which applied log entries still contribute to state. An entry is *live*
-// from the moment it is applied until its Commit is released (by the user, by
-// destroying the Commit, or by the framework for its own entries). The
-// compactor asks IsReleased() for every index up to the applied index.
+// while anything holds it: its Commit (until released by the user, by being
+// destroyed, or by the framework for its own entries), a session it opened,
+// the latest keep-alive of a session, a command held back for sequencing, or
+// events it published that the client has not acknowledged. Holds are
+// counted; the compactor asks IsReleased() for indexes up to applied().
 //
-// Invariant: every index in live_ is <= applied_. State machine thread only.
+// Invariant: every index in live_ is <= applied_ and has a count > 0. State
+// machine thread only.
 
 #include <cstddef>
 
-#include "absl/container/btree_set.h"
+#include "absl/container/btree_map.h"
 #include "framework/common/types.h"
 
 namespace caracal::server {
 
 class ReleaseTracker {
  public:
-  // Entry `index` was applied and is held (live) until Release(index).
+  // One more hold on entry `index` (applied now or before); Release drops one.
   void Hold(Index index);
   // Entry `index` was applied and released at once (framework entries,
   // failed commands, commits the handler did not keep).
@@ -28,11 +31,11 @@ class ReleaseTracker {
   Index applied() const { return applied_; }
   size_t live() const { return live_.size(); }
   // The lowest live index, or applied()+1 when nothing is live.
-  Index FirstLive() const { return live_.empty() ? applied_ + 1 : *live_.begin(); }
+  Index FirstLive() const { return live_.empty() ? applied_ + 1 : live_.begin()->first; }
 
  private:
   Index applied_ = 0;
-  absl::btree_set<Index> live_;
+  absl::btree_map<Index, int> live_;  // index -> holds
 };
 
 }  // namespace caracal::server

@@ -4,12 +4,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "serialization/codec.h"
+#include "serialization/session_codec.h"
 #include "spdlog/spdlog.h"
 
 namespace caracal::server {
 
 StateMachineRunner::StateMachineRunner(std::unique_ptr<StateMachine> state_machine, NodeId id, Index applied)
     : id_(id), applied_(applied), executor_(&tracker_), state_machine_(std::move(state_machine)) {
+  executor_.SetPublisher([this](uint64_t session, Index index, std::string name, std::string payload) {
+    OnPublish(session, index, std::move(name), std::move(payload));
+  });
   state_machine_->Configure(executor_.executor());
 }
 
@@ -20,24 +24,181 @@ StateMachineRunner::~StateMachineRunner() {
 }
 
 absl::StatusOr<std::string> StateMachineRunner::Apply(const Entry& entry) {
+  for (Response& r : ApplyEntry(entry)) {
+    if (r.index == entry.index) return std::move(r.result);
+  }
+  return absl::UnavailableError(absl::StrCat("the command at index ", entry.index,
+                                             " is held back until its session's earlier commands arrive"));
+}
+
+std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const Entry& entry) {
   assert(entry.index == applied_ + 1);
   applied_ = entry.index;
-  absl::StatusOr<std::string> result;
-  if (entry.type != EntryType::kCommand) {
-    // Sessions (Register, KeepAlive, Unregister) and configuration entries are
-    // applied by the framework; the state machine sees only their log time.
-    executor_.ApplyEmpty(entry.index, entry.timestamp);
-    result = absl::AbortedError(absl::StrCat("no command was applied at index ", entry.index));
-  } else if (auto payload = serialization::DecodeCommandEntry(entry.payload.view()); !payload.ok()) {
-    executor_.ApplyEmpty(entry.index, entry.timestamp);
-    result = payload.status();
-  } else {
-    result = executor_.ApplyCommand(entry.index, entry.timestamp, payload->session, payload->operation);
+  std::vector<Response> out;
+  switch (entry.type) {
+    case EntryType::kRegister:
+      out.push_back(Response{entry.index, entry.term, ApplyRegister(entry)});
+      break;
+    case EntryType::kKeepAlive:
+      ApplyKeepAlive(entry);
+      break;
+    case EntryType::kUnregister:
+      ApplyUnregister(entry);
+      break;
+    case EntryType::kCommand: {
+      auto payload = serialization::DecodeCommandEntry(entry.payload.view());
+      if (!payload.ok()) {
+        executor_.ApplyEmpty(entry.index, entry.timestamp);
+        out.push_back(Response{entry.index, entry.term, payload.status()});
+      } else if (payload->session == 0) {
+        out.push_back(Response{entry.index, entry.term, executor_.ApplyCommand(entry.index, entry.timestamp, 0,
+                                                                   payload->operation)});
+      } else {
+        ApplySessionCommand(entry, payload->session, payload->sequence, std::move(payload->operation), &out);
+      }
+      break;
+    }
+    case EntryType::kInitialize:
+      // A new leader: no session may expire for the time nobody could
+      // receive its keep-alives.
+      executor_.ApplyEmpty(entry.index, entry.timestamp);
+      sessions_.ResetKeepAlives(entry.timestamp);
+      break;
+    case EntryType::kConfiguration:
+    case EntryType::kTime:
+      executor_.ApplyEmpty(entry.index, entry.timestamp);
+      break;
   }
   // Whatever the entry, timers fired before it may have asked for side
   // effects: they belong to this entry (run now or never, not with a later one).
   RunSideEffects(entry);
-  return result;
+  if (entry.type != EntryType::kCommand && entry.type != EntryType::kRegister) {
+    out.push_back(Response{entry.index, entry.term, absl::AbortedError(absl::StrCat("no command was applied at index ",
+                                                                        entry.index))});
+  }
+  return out;
+}
+
+SessionListener* StateMachineRunner::listener() { return dynamic_cast<SessionListener*>(state_machine_.get()); }
+
+absl::StatusOr<std::string> StateMachineRunner::ApplyRegister(const Entry& entry) {
+  executor_.ApplyEmpty(entry.index, entry.timestamp);
+  auto reg = serialization::DecodeRegisterEntry(entry.payload.view());
+  if (!reg.ok()) return reg.status();
+  sessions_.Register(entry.index, entry.timestamp, reg->client_id, static_cast<LogTime>(reg->timeout_ms) * 1000);
+  tracker_.Hold(entry.index);  // live while the session is open
+  if (SessionListener* l = listener()) {
+    try {
+      l->OnRegister(Session(entry.index, &executor_));
+    } catch (const std::exception& e) {
+      spdlog::error("server {}: OnRegister for session {} threw: {}", id_, entry.index, e.what());
+    }
+  }
+  return std::string();
+}
+
+void StateMachineRunner::ApplyKeepAlive(const Entry& entry) {
+  executor_.ApplyEmpty(entry.index, entry.timestamp);
+  auto batch = serialization::DecodeKeepAliveEntry(entry.payload.view());
+  if (!batch.ok()) {
+    spdlog::error("server {}: keep-alive entry {} does not decode: {}", id_, entry.index,
+                  std::string(batch.status().message()));
+    return;
+  }
+  for (const auto& item : batch->sessions) {
+    const SessionState* s = sessions_.Find(item.session);
+    if (s == nullptr) continue;
+    Index previous = s->keep_alive_index;
+    std::vector<Index> acked_batches;
+    for (const auto& b : s->events) {
+      if (b.index <= item.event_index) acked_batches.push_back(b.index);
+    }
+    sessions_.KeepAlive(item.session, entry.index, entry.timestamp, item.command_sequence, item.event_index);
+    tracker_.Hold(entry.index);  // the session's latest keep-alive stays in the log
+    if (previous != 0) tracker_.Release(previous);
+    for (Index b : acked_batches) tracker_.Release(b);  // events acknowledged
+  }
+}
+
+void StateMachineRunner::ApplyUnregister(const Entry& entry) {
+  executor_.ApplyEmpty(entry.index, entry.timestamp);  // a tombstone: released at once
+  auto unreg = serialization::DecodeUnregisterEntry(entry.payload.view());
+  if (!unreg.ok()) {
+    spdlog::error("server {}: unregister entry {} does not decode: {}", id_, entry.index,
+                  std::string(unreg.status().message()));
+    return;
+  }
+  std::optional<SessionState> gone = sessions_.Unregister(unreg->session, entry.timestamp, unreg->expired);
+  if (!gone) return;  // unknown, or a keep-alive voided the expiry
+  tracker_.Release(gone->id);
+  if (gone->keep_alive_index != 0) tracker_.Release(gone->keep_alive_index);
+  for (const auto& [seq, held] : gone->held) tracker_.Release(held.index);
+  for (const auto& b : gone->events) tracker_.Release(b.index);
+  if (SessionListener* l = listener()) {
+    Session session(gone->id, &executor_);
+    try {
+      if (unreg->expired) {
+        l->OnExpire(session);
+      } else {
+        l->OnUnregister(session);
+      }
+      l->OnClose(session);
+    } catch (const std::exception& e) {
+      spdlog::error("server {}: session listener for session {} threw: {}", id_, gone->id, e.what());
+    }
+  }
+}
+
+void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence,
+                                             std::string operation, std::vector<Response>* out) {
+  switch (sessions_.Classify(session, sequence)) {
+    case SessionTable::Order::kUnknownSession:
+      executor_.ApplyEmpty(entry.index, entry.timestamp);
+      out->push_back(Response{entry.index, entry.term, absl::NotFoundError(absl::StrCat(
+                                               "session ", session, " is not open: it expired or was closed"))});
+      return;
+    case SessionTable::Order::kDuplicate: {
+      executor_.ApplyEmpty(entry.index, entry.timestamp);  // a retry: answered from the cache, applied once
+      auto cached = sessions_.CachedFor(session, sequence);
+      out->push_back(Response{entry.index, entry.term, cached.ok() ? cached->result : absl::StatusOr<std::string>(cached.status())});
+      return;
+    }
+    case SessionTable::Order::kEarly:
+      executor_.FireTimers(entry.index, entry.timestamp);
+      tracker_.Hold(entry.index);  // until it runs
+      sessions_.Hold(session, sequence, HeldCommand{entry.index, entry.term, entry.timestamp, std::move(operation)});
+      return;
+    case SessionTable::Order::kNext:
+      break;
+  }
+  absl::StatusOr<std::string> result = executor_.ApplyCommand(entry.index, entry.timestamp, session, operation);
+  sessions_.RecordResponse(session, sequence, CachedResponse{entry.index, result, 0});
+  out->push_back(Response{entry.index, entry.term, std::move(result)});
+  // The gap is filled: run what was waiting for it, in sequence order.
+  while (auto next = sessions_.TakeNextHeld(session)) {
+    auto& [seq, held] = *next;
+    tracker_.Release(held.index);  // its Commit takes over
+    absl::StatusOr<std::string> r = executor_.ApplyHeldCommand(held.index, session, held.operation);
+    sessions_.RecordResponse(session, seq, CachedResponse{held.index, r, 0});
+    out->push_back(Response{held.index, held.term, std::move(r)});
+  }
+}
+
+void StateMachineRunner::OnPublish(uint64_t session, Index index, std::string name, std::string payload) {
+  const SessionState* s = sessions_.Find(session);
+  if (s == nullptr) {
+    throw std::logic_error(absl::StrCat("Session::Publish('", name, "'): session ", session, " is not open"));
+  }
+  bool new_batch = s->last_event_index != index;
+  sessions_.Publish(session, index, PublishedEvent{std::move(name), std::move(payload)});
+  if (new_batch) tracker_.Hold(index);  // kept until the client acknowledges the batch
+}
+
+std::optional<LogTime> StateMachineRunner::NextDeadline() const {
+  std::optional<LogTime> timer = executor_.NextTimer();
+  std::optional<LogTime> expiry = sessions_.NextExpiry();
+  if (timer && expiry) return std::min(*timer, *expiry);
+  return timer ? timer : expiry;
 }
 
 void StateMachineRunner::RunSideEffects(const Entry& entry) {

@@ -12,7 +12,9 @@
 // Invariant: entries are applied in index order, each exactly once.
 
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "caracal/state_machine.h"
@@ -20,6 +22,7 @@
 #include "framework/raft/raft.h"
 #include "framework/server/executor_impl.h"
 #include "framework/server/release_tracker.h"
+#include "framework/server/sessions.h"
 
 namespace caracal::server {
 
@@ -30,9 +33,20 @@ class StateMachineRunner {
   StateMachineRunner(std::unique_ptr<StateMachine> state_machine, NodeId id, Index applied = 0);
   ~StateMachineRunner();
 
-  // Applies `entry` (entry.index == applied() + 1). For a command, the
-  // response (or the error the caller should see); for other entries an
-  // Aborted status saying no command was applied there.
+  // A response the entry produced, for the waiter at `index`.
+  struct Response {
+    Index index = 0;
+    Term term = 0;  // of the entry at `index`
+    absl::StatusOr<std::string> result;
+  };
+  // Applies `entry` (entry.index == applied() + 1) and returns the responses
+  // it produced: usually one, for entry.index; none for a command held back
+  // for sequencing; several when it fills a gap and held commands run too.
+  // A command's response is its result or the error its caller should see;
+  // other entries answer Aborted ("no command was applied"), a Register
+  // answers OK (the session id is its index).
+  std::vector<Response> ApplyEntry(const Entry& entry);
+  // ApplyEntry's response for entry.index itself (Unavailable if held back).
   absl::StatusOr<std::string> Apply(const Entry& entry);
   // An index compaction removed (a released entry): nothing to apply.
   void ApplyHole(Index index);
@@ -41,6 +55,13 @@ class StateMachineRunner {
   void SetRole(raft::Role role, Term term, NodeId leader);
 
   Index applied() const { return applied_; }
+  const SessionTable& sessions() const { return sessions_; }
+  // Sessions whose keep-alives stopped, as of the current log time: the
+  // leader proposes an Unregister{expired} for each.
+  std::vector<uint64_t> SuspectSessions() const { return sessions_.Suspects(executor_.time()); }
+  // The earliest log time at which a timer fires or a session turns suspect:
+  // an idle leader commits a Time entry once its clock passes it.
+  std::optional<LogTime> NextDeadline() const;
   const ReleaseTracker& tracker() const { return tracker_; }
   const internal::ExecutorImpl& executor() const { return executor_; }
   StateMachine& state_machine() { return *state_machine_; }
@@ -49,10 +70,18 @@ class StateMachineRunner {
   // Runs (leader of the entry's term) or drops the side effects asked for
   // while applying `entry`.
   void RunSideEffects(const Entry& entry);
+  absl::StatusOr<std::string> ApplyRegister(const Entry& entry);
+  void ApplyKeepAlive(const Entry& entry);
+  void ApplyUnregister(const Entry& entry);
+  void ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence, std::string operation,
+                           std::vector<Response>* out);
+  void OnPublish(uint64_t session, Index index, std::string name, std::string payload);
+  SessionListener* listener();
 
   NodeId id_;
   Index applied_;
   ReleaseTracker tracker_;  // before the state machine: commits it holds release into it
+  SessionTable sessions_;
   internal::ExecutorImpl executor_;
   std::unique_ptr<StateMachine> state_machine_;
   raft::Role role_ = raft::Role::kFollower;

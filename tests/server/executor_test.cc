@@ -19,6 +19,7 @@
 #include "framework/server/state_machine_runner.h"
 #include "gtest/gtest.h"
 #include "serialization/codec.h"
+#include "serialization/session_codec.h"
 #include "spdlog/spdlog.h"
 
 namespace caracal::server {
@@ -326,11 +327,16 @@ bool Contains(const absl::Status& status, std::string_view text) {
 
 TEST_F(ExecutorTest, CommitCarriesIndexTimeSessionAndOperation) {
   Run(1'000, SetOp{.key = "a", .value = 1});
+  // Session 2 is opened by the Register entry at index 2.
+  ASSERT_TRUE(runner_
+                  ->Apply(Entry{2, 3, 2'000, EntryType::kRegister,
+                                Bytes(serialization::EncodeRegisterEntry({"client", 5'000}))})
+                  .ok());
   absl::StatusOr<std::string> bytes = runner_->Apply(
-      CommandEntry(2, 2'500, DescribeOp{.note = "hello"}, /*term=*/3, /*session=*/17, /*sequence=*/4));
+      CommandEntry(3, 2'500, DescribeOp{.note = "hello"}, /*term=*/3, /*session=*/2, /*sequence=*/1));
   ASSERT_TRUE(bytes.ok()) << bytes.status();
   EXPECT_EQ(*codec::DecodeResult<DescribeOp>(*bytes),
-            "index=2 time=2500 session=17 note=hello executor.index=2 executor.now=2500");
+            "index=3 time=2500 session=2 note=hello executor.index=3 executor.now=2500");
 }
 
 TEST_F(ExecutorTest, CommitTimeNeverGoesBackwardsEvenIfAnEntryIsStampedEarlier) {

@@ -51,7 +51,12 @@ using Time = std::chrono::time_point<LogClock, std::chrono::microseconds>;
 
 namespace internal {
 class ExecutorImpl;
-class CommitContext;
+// Where Session::Publish goes (implemented by the executor).
+class SessionSink {
+ public:
+  virtual ~SessionSink() = default;
+  virtual void Publish(uint64_t session, std::string_view name, std::string payload) = 0;
+};
 }  // namespace internal
 
 // The client session a command arrived on. Sessions are registered through
@@ -59,11 +64,39 @@ class CommitContext;
 // without a session (embedded use) carries session id 0.
 class Session {
  public:
-  explicit Session(uint64_t id) : id_(id) {}
+  explicit Session(uint64_t id, internal::SessionSink* sink = nullptr) : id_(id), sink_(sink) {}
   uint64_t id() const { return id_; }
+
+  // Publishes `event` to this session's client as `name`, from inside a
+  // command (or a timer or session callback). Events belong to the current
+  // index and are kept on every server until the client acknowledges them;
+  // the client receives each exactly once, in order, after the response to
+  // the command that published them. Publishing from a query, or to a
+  // command without a session, throws std::logic_error (returned to the
+  // caller as an error).
+  template <typename E>
+  void Publish(std::string_view name, const E& event) const {
+    PublishBytes(name, codec::ToBytes(event));
+  }
+  void PublishBytes(std::string_view name, std::string payload) const;
 
  private:
   uint64_t id_;
+  internal::SessionSink* sink_;
+};
+
+// Session lifecycle callbacks, applied at the same index on every server. A
+// StateMachine that also derives from SessionListener receives them.
+class SessionListener {
+ public:
+  virtual ~SessionListener() = default;
+  virtual void OnRegister(const Session& /*session*/) {}
+  // Its client closed it.
+  virtual void OnUnregister(const Session& /*session*/) {}
+  // It stopped sending keep-alives and the leader expired it.
+  virtual void OnExpire(const Session& /*session*/) {}
+  // After OnUnregister or OnExpire: the session is gone.
+  virtual void OnClose(const Session& /*session*/) {}
 };
 
 // A committed command (or a query being served), handed to the registered
