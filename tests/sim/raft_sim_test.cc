@@ -24,25 +24,7 @@ uint64_t EnvU64(const char* name, uint64_t fallback) {
   return v && *v ? std::strtoull(v, nullptr, 10) : fallback;
 }
 
-// Every fault on, at an intensity drawn from the seed: some seeds are gentle,
-// some lose a fifth of all messages or hold them back for half a second.
-Options AllFaults(uint64_t seed) {
-  std::mt19937_64 rng(seed ^ 0x5eed5eedull);
-  Options o;
-  o.seed = seed;
-  o.nodes = seed % 2 == 0 ? 3 : 5;
-  o.duration = 20'000'000;
-  o.faults = Faults::All();
-  std::uniform_real_distribution<double> p(0, 1);
-  o.faults.drop = 0.2 * p(rng);
-  o.faults.duplicate = 0.1 * p(rng);
-  const raft::Micros delays[] = {5'000, 30'000, 120'000, 500'000};
-  o.faults.max_delay = delays[rng() % 4];
-  const raft::Micros fsyncs[] = {1'000, 10'000, 60'000};
-  o.faults.fsync_max = fsyncs[rng() % 3];
-  o.faults.clock_drift = 0.05 * p(rng);
-  return o;
-}
+Options AllFaults(uint64_t seed) { return AllFaultsForSeed(seed); }
 
 absl::Status RunAllFaults(uint64_t seed) {
   World world(AllFaults(seed));

@@ -735,6 +735,24 @@ absl::Status World::Run() {
   return CheckReplay();
 }
 
+Options AllFaultsForSeed(uint64_t seed) {
+  std::mt19937_64 rng(seed ^ 0x5eed5eedull);
+  Options o;
+  o.seed = seed;
+  o.nodes = seed % 2 == 0 ? 3 : 5;
+  o.duration = 20'000'000;
+  o.faults = Faults::All();
+  std::uniform_real_distribution<double> p(0, 1);
+  o.faults.drop = 0.2 * p(rng);
+  o.faults.duplicate = 0.1 * p(rng);
+  const Micros delays[] = {5'000, 30'000, 120'000, 500'000};
+  o.faults.max_delay = delays[rng() % 4];
+  const Micros fsyncs[] = {1'000, 10'000, 60'000};
+  o.faults.fsync_max = fsyncs[rng() % 3];
+  o.faults.clock_drift = 0.05 * p(rng);
+  return o;
+}
+
 std::string ReplayCommand(uint64_t seed) {
   return absl::StrCat("CARACAL_SIM_SEED=", seed, " build/tests/raft_sim_test --gtest_filter='RaftSim.Replay'");
 }

@@ -229,6 +229,10 @@ class World {
   uint64_t trace_hash_ = 0;
 };
 
+// Every fault on, at an intensity drawn from the seed: some seeds are gentle,
+// some lose a fifth of all messages or hold them back for half a second.
+Options AllFaultsForSeed(uint64_t seed);
+
 // Runs one seed with all faults; on a violation the status says what broke,
 // with the seed and the one-line replay command.
 absl::Status RunSeed(uint64_t seed, const Options& base);

@@ -72,20 +72,7 @@ std::string KvDigest(StateMachine& sm) {
 
 // Every fault on, at an intensity drawn from the seed (as in raft_sim_test).
 Options KvAllFaults(uint64_t seed) {
-  std::mt19937_64 rng(seed ^ 0x5eed5eedull);
-  Options o;
-  o.seed = seed;
-  o.nodes = seed % 2 == 0 ? 3 : 5;
-  o.duration = 20'000'000;
-  o.faults = Faults::All();
-  std::uniform_real_distribution<double> p(0, 1);
-  o.faults.drop = 0.2 * p(rng);
-  o.faults.duplicate = 0.1 * p(rng);
-  const raft::Micros delays[] = {5'000, 30'000, 120'000, 500'000};
-  o.faults.max_delay = delays[rng() % 4];
-  const raft::Micros fsyncs[] = {1'000, 10'000, 60'000};
-  o.faults.fsync_max = fsyncs[rng() % 3];
-  o.faults.clock_drift = 0.05 * p(rng);
+  Options o = AllFaultsForSeed(seed);
   o.state_machine = [] { return std::make_unique<KvStateMachine>(); };
   o.make_operation = RandomKvOperation;
   o.digest = KvDigest;
