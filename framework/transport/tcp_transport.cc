@@ -80,9 +80,10 @@ class InboundConnection;
 // operations can keep it alive after the TcpTransport is gone; they check
 // closed() first and then do nothing.
 //
-// Invariants: after Close(), peers_ and inbound_ are empty, handler_ is null
-// and closed_ stays true. inbound_by_node_ maps a node id to the one
-// connection in inbound_ that said Hello with that id.
+// Invariants: after Close(), peers_, inbound_ and clients_ are empty, every
+// handler is null and closed_ stays true. inbound_by_node_ maps a node id to
+// the one connection in inbound_ that said Hello with that id; clients_ maps
+// a client connection id to the connection in inbound_ that was given it.
 class TcpTransportCore : public std::enable_shared_from_this<TcpTransportCore> {
  public:
   TcpTransportCore(asio::io_context& io, NodeId self, std::string cluster_id, TcpTransportOptions options)

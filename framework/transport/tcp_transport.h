@@ -76,7 +76,7 @@ struct TcpTransportOptions {
   size_t max_queue_bytes = 64u << 20;  // per peer, encoded frames queued or being written
   std::chrono::milliseconds initial_backoff{10};
   std::chrono::milliseconds max_backoff{1000};
-  size_t max_inbound_connections = 1024;
+  size_t max_inbound_connections = 1024;  // peers and clients together
   std::chrono::milliseconds hello_timeout{10000};
   size_t read_buffer_bytes = 64u << 10;
   size_t max_client_queue_bytes = 16u << 20;  // per client connection, responses and events queued or being written
