@@ -72,7 +72,16 @@ void SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedResponse
   SessionState* s = FindMutable(id);
   if (s == nullptr) return;
   s->last_sequence = std::max(s->last_sequence, sequence);
-  response.event_index = s->last_event_index;
+  // The client completes this response once it has every batch up to here:
+  // the batches published *before* the command. Its own events (at its own
+  // index) are delivered after the response.
+  response.event_index = 0;
+  for (const auto& b : s->events) {
+    if (b.index < response.index) response.event_index = b.index;
+  }
+  if (s->events.empty() || s->events.front().index >= response.index) {
+    response.event_index = std::min(s->acked_event_index, response.index - 1);
+  }
   s->responses[sequence] = std::move(response);
 }
 

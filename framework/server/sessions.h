@@ -54,7 +54,7 @@ struct EventBatch {
 struct CachedResponse {
   Index index = 0;
   absl::StatusOr<std::string> result;
-  Index event_index = 0;  // the session's last event batch index when it was produced
+  Index event_index = 0;  // the session's last event batch before `index` (the client delivers up to it first)
 };
 
 // A command that arrived before its predecessor in sequence.

@@ -110,9 +110,12 @@ TEST(SessionTableTest, EventBatchesChainByIndexAndAreTrimmedByAcknowledgement) {
   EXPECT_EQ(t.EventsAfter(1, 5).size(), 1u);
   ASSERT_TRUE(t.KeepAlive(1, 10, 1, 0, /*event_index=*/5));
   EXPECT_EQ(t.EventsAfter(1, 0).size(), 1u);
-  // A response records the last batch published before it.
+  // A response records the last batch published before its own index: the
+  // batch at its index (its own events) comes after it.
   t.RecordResponse(1, 1, CachedResponse{9, std::string("r"), 0});
-  EXPECT_EQ(t.CachedFor(1, 1)->event_index, 9u);
+  EXPECT_EQ(t.CachedFor(1, 1)->event_index, 5u);
+  t.RecordResponse(1, 2, CachedResponse{12, std::string("r"), 0});
+  EXPECT_EQ(t.CachedFor(1, 2)->event_index, 9u);
 }
 
 TEST(SessionTableTest, DigestCoversTheWholeState) {
