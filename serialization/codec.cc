@@ -8,17 +8,6 @@
 namespace caracal::serialization {
 namespace {
 
-// Runs `fn` (which reads a Cap'n Proto message) and turns any kj::Exception
-// raised by hostile bytes into a DataLoss status.
-template <typename Fn>
-auto Guarded(std::string_view what, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const kj::Exception& e) {
-    return absl::DataLossError(absl::StrCat("malformed ", std::string(what), ": ", e.getDescription().cStr()));
-  }
-}
-
 kj::ArrayPtr<const kj::byte> AsBytes(const Bytes& b) {
   return kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(b.data()), b.size());
 }
@@ -93,10 +82,7 @@ void AppendHoleRecord(const HoleRun& holes, std::string* out) {
 }
 
 absl::StatusOr<LogRecordValue> DecodeLogRecordBody(std::string_view body) {
-  auto reader = MessageReader::Parse(body);
-  if (!reader.ok()) return reader.status();
-  return Guarded("log record", [&]() -> absl::StatusOr<LogRecordValue> {
-    auto root = (*reader)->Root<wire::LogRecord>();
+  return ReadMessage<wire::LogRecord, LogRecordValue>(body, "log record", [&](wire::LogRecord::Reader root) -> absl::StatusOr<LogRecordValue> {
     switch (root.which()) {
       case wire::LogRecord::ENTRY: {
         auto e = FromWire(root.getEntry());
@@ -122,10 +108,7 @@ std::string EncodeHardState(const HardState& state) {
 }
 
 absl::StatusOr<HardState> DecodeHardState(std::string_view bytes) {
-  auto reader = MessageReader::Parse(bytes);
-  if (!reader.ok()) return reader.status();
-  return Guarded("hard state", [&]() -> absl::StatusOr<HardState> {
-    auto root = (*reader)->Root<wire::HardState>();
+  return ReadMessage<wire::HardState, HardState>(bytes, "hard state", [&](wire::HardState::Reader root) -> absl::StatusOr<HardState> {
     return HardState{root.getTerm(), root.getVotedFor()};
   });
 }
@@ -140,10 +123,7 @@ std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_
 }
 
 absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload) {
-  auto reader = MessageReader::Parse(payload);
-  if (!reader.ok()) return reader.status();
-  return Guarded("command entry", [&]() -> absl::StatusOr<CommandEntryValue> {
-    auto root = (*reader)->Root<wire::CommandEntry>();
+  return ReadMessage<wire::CommandEntry, CommandEntryValue>(payload, "command entry", [&](wire::CommandEntry::Reader root) -> absl::StatusOr<CommandEntryValue> {
     auto op = root.getOperation();
     return CommandEntryValue{root.getSession(), root.getSequence(),
                              std::string(reinterpret_cast<const char*>(op.begin()), op.size())};
@@ -264,10 +244,7 @@ absl::StatusOr<raft::Message> DecodeRaft(wire::RaftMessage::Reader r) {
 }  // namespace
 
 absl::StatusOr<FrameValue> DecodeFrame(std::string_view body) {
-  auto reader = MessageReader::Parse(body);
-  if (!reader.ok()) return reader.status();
-  return Guarded("frame", [&]() -> absl::StatusOr<FrameValue> {
-    auto frame = (*reader)->Root<wire::Frame>();
+  return ReadMessage<wire::Frame, FrameValue>(body, "frame", [&](wire::Frame::Reader frame) -> absl::StatusOr<FrameValue> {
     if (frame.getVersion() != wire::FORMAT_VERSION) {
       return absl::FailedPreconditionError(
           absl::StrCat("frame format version ", frame.getVersion(), " is not supported (this build speaks ",

@@ -31,8 +31,10 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "capnp/message.h"
 #include "capnp/serialize.h"
+#include "kj/exception.h"
 
 namespace caracal::serialization {
 
@@ -87,6 +89,21 @@ class MessageReader {
   kj::Array<capnp::word> copy_;
   std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
 };
+
+// Parses `bytes` and runs `read` on its root (a Root::Reader). Bad framing
+// returns MessageReader's error; anything Cap'n Proto throws while `read`
+// walks hostile data becomes DataLoss("malformed WHAT: ..."). `read` returns
+// a T or an absl::StatusOr<T>.
+template <typename Root, typename T, typename Fn>
+absl::StatusOr<T> ReadMessage(std::string_view bytes, std::string_view what, Fn&& read) {
+  auto reader = MessageReader::Parse(bytes);
+  if (!reader.ok()) return reader.status();
+  try {
+    return read((*reader)->template Root<Root>());
+  } catch (const kj::Exception& e) {
+    return absl::DataLossError(absl::StrCat("malformed ", std::string(what), ": ", e.getDescription().cStr()));
+  }
+}
 
 // Splits a byte stream into frames. Feed it what the socket delivered; take
 // whole frame bodies out. A malformed header is a sticky error: the

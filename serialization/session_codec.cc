@@ -7,23 +7,6 @@
 #include "serialization/framing.h"
 
 namespace caracal::serialization {
-namespace {
-
-// Parses `payload` and runs `read` on its root, turning hostile input into a
-// DataLoss status.
-template <typename Root, typename T, typename Fn>
-absl::StatusOr<T> Read(std::string_view payload, const char* what, Fn read) {
-  auto reader = MessageReader::Parse(payload);
-  if (!reader.ok()) return absl::DataLossError(absl::StrCat(what, ": ", reader.status().message()));
-  try {
-    return read((*reader)->Root<Root>());
-  } catch (const kj::Exception& e) {
-    return absl::DataLossError(absl::StrCat("malformed ", what, ": ", e.getDescription().cStr()));
-  }
-}
-
-}  // namespace
-
 std::string EncodeRegisterEntry(const RegisterEntryValue& value) {
   capnp::MallocMessageBuilder message;
   auto root = message.initRoot<wire::RegisterEntry>();
@@ -33,7 +16,7 @@ std::string EncodeRegisterEntry(const RegisterEntryValue& value) {
 }
 
 absl::StatusOr<RegisterEntryValue> DecodeRegisterEntry(std::string_view payload) {
-  return Read<wire::RegisterEntry, RegisterEntryValue>(payload, "register entry", [](wire::RegisterEntry::Reader r) {
+  return ReadMessage<wire::RegisterEntry, RegisterEntryValue>(payload, "register entry", [](wire::RegisterEntry::Reader r) {
     return RegisterEntryValue{std::string(r.getClientId().cStr()), r.getTimeoutMs()};
   });
 }
@@ -50,7 +33,7 @@ std::string EncodeKeepAliveEntry(const KeepAliveEntryValue& value) {
 }
 
 absl::StatusOr<KeepAliveEntryValue> DecodeKeepAliveEntry(std::string_view payload) {
-  return Read<wire::KeepAliveEntry, KeepAliveEntryValue>(
+  return ReadMessage<wire::KeepAliveEntry, KeepAliveEntryValue>(
       payload, "keep-alive entry", [](wire::KeepAliveEntry::Reader r) {
         KeepAliveEntryValue v;
         for (auto item : r.getSessions()) {
@@ -69,7 +52,7 @@ std::string EncodeUnregisterEntry(const UnregisterEntryValue& value) {
 }
 
 absl::StatusOr<UnregisterEntryValue> DecodeUnregisterEntry(std::string_view payload) {
-  return Read<wire::UnregisterEntry, UnregisterEntryValue>(
+  return ReadMessage<wire::UnregisterEntry, UnregisterEntryValue>(
       payload, "unregister entry",
       [](wire::UnregisterEntry::Reader r) { return UnregisterEntryValue{r.getSession(), r.getExpired()}; });
 }
