@@ -142,12 +142,9 @@ bool ApplyLoop::ApplyUpTo(Index target) {
       if (e < entries.size() && entries[e].index == i) {
         const Entry& entry = entries[e++];
         std::vector<StateMachineRunner::Response> responses = runner_.ApplyEntry(entry);
-        if (entry.type == EntryType::kCommand) {
-          std::lock_guard lock(mu_);
-          ++stats_.commands;
-        }
         {
           std::lock_guard lock(mu_);
+          if (entry.type == EntryType::kCommand) ++stats_.commands;
           stats_.applied = i;  // before any response: a caller may read it right after
         }
         for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result));

@@ -37,6 +37,13 @@ class MemoryLog : public LogReader {
   std::vector<Entry> entries_;
 };
 
+Config OneVoter() {
+  Config c;
+  c.id = 1;
+  c.voters = {1};
+  return c;
+}
+
 Config ThreeVoters(NodeId id) {
   Config c;
   c.id = id;
@@ -208,9 +215,7 @@ TEST(RaftTest, PreVoteDoesNotChangeTheVotersTerm) {
 
 TEST(RaftTest, SingleVoterCommitsOnceItsOwnWriteIsDurable) {
   MemoryLog log;
-  Config c;
-  c.id = 1;
-  c.voters = {1};
+  Config c = OneVoter();
   Raft raft(c, &log, HardState{}, 0, 0);
   raft.Tick(c.election_timeout_max, 1000);
   ASSERT_EQ(raft.role(), Role::kLeader);
@@ -236,9 +241,7 @@ TEST(RaftTest, ProposeOnAFollowerNamesTheLeader) {
 
 TEST(RaftTest, LeaderTimestampsNeverGoBackwards) {
   MemoryLog log;
-  Config c;
-  c.id = 1;
-  c.voters = {1};
+  Config c = OneVoter();
   Raft raft(c, &log, HardState{}, 0, 0);
   raft.Tick(c.election_timeout_max, 5'000);
   auto a = raft.Propose(EntryType::kCommand, Bytes());
@@ -268,9 +271,7 @@ TEST(RaftTest, ARestartedServerRefusesVotesForAnElectionTimeout) {
 
 TEST(RaftTest, SingleVoterConfirmsReadsOnceItsTermHasACommittedEntry) {
   MemoryLog log;
-  Config c;
-  c.id = 1;
-  c.voters = {1};
+  Config c = OneVoter();
   Raft raft(c, &log, HardState{}, 0, 0);
   raft.Tick(c.election_timeout_max, 1000);
   ASSERT_TRUE(raft.RequestRead(7).ok());
