@@ -40,13 +40,18 @@ void ApplyLoop::Stop() {
   if (thread_.joinable()) thread_.join();
   std::map<Index, Waiter> waiters;
   std::multimap<Index, PendingQuery> queries;
+  std::deque<Subscription> subscriptions;
   {
     std::lock_guard lock(mu_);
     waiters.swap(waiters_);
     queries.swap(queries_);
+    subscriptions.swap(subscriptions_);
   }
-  for (auto& [index, w] : waiters) w.done(absl::UnavailableError("server stopped"));
-  for (auto& [index, q] : queries) q.done(absl::UnavailableError("server stopped"));
+  for (auto& sub : subscriptions) {
+    if (sub.done) sub.done(absl::UnavailableError("server stopped"));
+  }
+  for (auto& [index, w] : waiters) w.done(Outcome{absl::UnavailableError("server stopped"), index, 0});
+  for (auto& [index, q] : queries) q.done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
 }
 
 void ApplyLoop::Commit(Index commit) {
@@ -60,24 +65,99 @@ void ApplyLoop::Commit(Index commit) {
 }
 
 void ApplyLoop::ExpectResult(Index index, Term term, ResultCallback done) {
+  ExpectOutcome(index, term, [done = std::move(done)](Outcome o) { done(std::move(o.result)); });
+}
+
+void ApplyLoop::ExpectOutcome(Index index, Term term, OutcomeCallback done) {
   std::lock_guard lock(mu_);
   if (stopping_) {
-    done(absl::UnavailableError("server stopped"));
+    done(Outcome{absl::UnavailableError("server stopped"), index, 0});
     return;
   }
   waiters_[index] = Waiter{term, std::move(done)};
 }
 
 void ApplyLoop::Query(uint64_t session, std::string operation, Index min_index, ResultCallback done) {
+  QueryOutcome(session, std::move(operation), min_index,
+               [done = std::move(done)](Outcome o) { done(std::move(o.result)); });
+}
+
+void ApplyLoop::QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
+      return;
+    }
+    queries_.emplace(min_index, PendingQuery{session, std::move(operation), std::move(done)});
+  }
+  wake_.notify_one();
+}
+
+void ApplyLoop::SetEventSink(EventSink sink) { sink_ = std::move(sink); }
+
+void ApplyLoop::Subscribe(uint64_t session, uint64_t subscriber, Index after,
+                          std::function<void(absl::Status)> done) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
       done(absl::UnavailableError("server stopped"));
       return;
     }
-    queries_.emplace(min_index, PendingQuery{session, std::move(operation), std::move(done)});
+    subscriptions_.push_back(Subscription{session, subscriber, after, std::move(done)});
   }
   wake_.notify_one();
+}
+
+void ApplyLoop::Unsubscribe(uint64_t subscriber) {
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) return;
+    subscriptions_.push_back(Subscription{0, 0, subscriber, nullptr});
+  }
+  wake_.notify_one();
+}
+
+LeaderDuties ApplyLoop::Duties() const {
+  std::lock_guard lock(mu_);
+  return duties_;
+}
+
+void ApplyLoop::HandleSubscriptions(std::deque<Subscription> subscriptions) {
+  for (auto& sub : subscriptions) {
+    if (sub.subscriber == 0) {
+      uint64_t gone = sub.after;
+      std::erase_if(subscribers_, [gone](const auto& kv) { return kv.second == gone; });
+      continue;
+    }
+    if (runner_.sessions().Find(sub.session) == nullptr) {
+      subscribers_.erase(sub.session);
+      sub.done(SessionNotOpen(sub.session));
+      continue;
+    }
+    subscribers_[sub.session] = sub.subscriber;
+    if (sink_) {
+      for (const EventBatch& b : runner_.sessions().EventsAfter(sub.session, sub.after)) {
+        sink_(sub.subscriber, sub.session, b);
+      }
+    }
+    sub.done(absl::OkStatus());
+  }
+}
+
+void ApplyLoop::DeliverPublished() {
+  for (const auto& [session, index] : runner_.TakePublished()) {
+    auto sub = subscribers_.find(session);
+    if (sub == subscribers_.end() || !sink_) continue;
+    const SessionState* s = runner_.sessions().Find(session);
+    if (s == nullptr) continue;
+    for (auto b = s->events.rbegin(); b != s->events.rend(); ++b) {
+      if (b->index == index) {
+        sink_(sub->second, session, *b);
+        break;
+      }
+    }
+  }
 }
 
 void ApplyLoop::RoleChanged(raft::Role role, Term term, NodeId leader) {
@@ -105,17 +185,22 @@ void ApplyLoop::Run() {
   for (;;) {
     Index target;
     std::deque<RoleEvent> roles;
+    std::deque<Subscription> subscriptions;
     {
       std::unique_lock lock(mu_);
       wake_.wait(lock, [&] {
         bool query_ready = !queries_.empty() && queries_.begin()->first <= runner_.applied();
-        return stopping_ || commit_target_ > runner_.applied() || query_ready || !role_events_.empty();
+        return stopping_ || commit_target_ > runner_.applied() || query_ready || !role_events_.empty() ||
+               !subscriptions_.empty();
       });
       if (stopping_) return;
       target = commit_target_;
       roles.swap(role_events_);
+      subscriptions.swap(subscriptions_);
     }
     for (const auto& r : roles) runner_.SetRole(r.role, r.term, r.leader);
+    HandleSubscriptions(std::move(subscriptions));
+    subscriptions.clear();
     if (target > runner_.applied() && !ApplyUpTo(target)) return;
     RunQueries();
   }
@@ -147,7 +232,9 @@ bool ApplyLoop::ApplyUpTo(Index target) {
           if (entry.type == EntryType::kCommand) ++stats_.commands;
           stats_.applied = i;  // before any response: a caller may read it right after
         }
-        for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result));
+        for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result), r.event_index);
+        // After the responses: events published at an index follow its response.
+        DeliverPublished();
       } else {
         // A compacted (hence released) entry: nothing to apply.
         while (h < holes.size() && holes[h].last < i) ++h;
@@ -164,6 +251,9 @@ bool ApplyLoop::ApplyUpTo(Index target) {
   ++stats_.batches;
   stats_.timers_fired = runner_.executor().timers_fired();
   stats_.live_commits = runner_.tracker().live();
+  duties_.suspects = runner_.SuspectSessions();
+  duties_.next_deadline = runner_.NextDeadline();
+  duties_.applied = applied;
   while (!commit_times_.empty() && commit_times_.front().first <= applied) {
     double latency = static_cast<double>(now - commit_times_.front().second);
     stats_.apply_latency_max_us = std::max(stats_.apply_latency_max_us, latency);
@@ -175,7 +265,7 @@ bool ApplyLoop::ApplyUpTo(Index target) {
   return true;
 }
 
-void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result) {
+void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index) {
   Waiter waiter;
   {
     std::lock_guard lock(mu_);
@@ -189,11 +279,12 @@ void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::strin
     waiters_.erase(it);
   }
   if (waiter.term == term) {
-    waiter.done(std::move(result));
+    waiter.done(Outcome{std::move(result), index, event_index});
   } else {
-    waiter.done(absl::AbortedError(absl::StrCat("the command at index ", index,
-                                                " was replaced after a leader change (term ", waiter.term, " -> ",
-                                                term, "); it was not applied")));
+    waiter.done(Outcome{absl::AbortedError(absl::StrCat("the entry at index ", index,
+                                                        " was replaced after a leader change (term ", waiter.term,
+                                                        " -> ", term, "); it was not applied")),
+                        index, 0});
   }
 }
 
@@ -208,7 +299,10 @@ void ApplyLoop::RunQueries() {
       queries_.erase(queries_.begin());
       ++stats_.queries;
     }
-    q.done(runner_.Query(q.session, q.operation));
+    absl::StatusOr<std::string> result = runner_.Query(q.session, q.operation);
+    Index event_index = 0;
+    if (const SessionState* s = runner_.sessions().Find(q.session)) event_index = s->last_event_index;
+    q.done(Outcome{std::move(result), runner_.applied(), event_index});
   }
 }
 

@@ -22,6 +22,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +38,28 @@
 namespace caracal::server {
 
 using ResultCallback = std::function<void(absl::StatusOr<std::string>)>;
+
+// What a waiter or a query learns: the result, the index it belongs to (a
+// command's own index; the applied index a query read at) and, for a session
+// command, the session's last event batch before it.
+struct Outcome {
+  absl::StatusOr<std::string> result;
+  Index index = 0;
+  Index event_index = 0;
+};
+using OutcomeCallback = std::function<void(Outcome)>;
+
+// Event delivery: `subscriber` (a client connection) receives `batch` of
+// `session`. Runs on the state machine thread; hand it on, never block.
+using EventSink = std::function<void(uint64_t subscriber, uint64_t session, const EventBatch& batch)>;
+
+// What the leader needs to keep log time and sessions moving (DESIGN.md
+// section 4), as of the last applied entry.
+struct LeaderDuties {
+  std::vector<uint64_t> suspects;       // sessions to propose an Unregister{expired} for
+  std::optional<LogTime> next_deadline; // commit a Time entry once the clock passes it
+  Index applied = 0;
+};
 
 struct ApplyStats {
   Index applied = 0;
@@ -68,9 +91,24 @@ class ApplyLoop {
   // `done` gets the response of the command at `index` if the entry applied
   // there has term `term`; Aborted otherwise (a leader change replaced it).
   void ExpectResult(Index index, Term term, ResultCallback done);
+  void ExpectOutcome(Index index, Term term, OutcomeCallback done);
   // Runs the query once applied >= min_index.
   void Query(uint64_t session, std::string operation, Index min_index, ResultCallback done);
+  void QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done);
   void RoleChanged(raft::Role role, Term term, NodeId leader);
+
+  // ---- events ----
+  // Set before Start().
+  void SetEventSink(EventSink sink);
+  // From now on `subscriber` receives `session`'s batches: first every stored
+  // batch after `after` (a resend), then each new one as it is applied. One
+  // subscriber per session (the latest wins). `done` runs after the resend
+  // was handed to the sink: OK, or SessionNotOpen.
+  void Subscribe(uint64_t session, uint64_t subscriber, Index after, std::function<void(absl::Status)> done);
+  // Drops every subscription of `subscriber` (its connection closed).
+  void Unsubscribe(uint64_t subscriber);
+
+  LeaderDuties Duties() const;
 
   ApplyStats Stats() const;
   Index applied() const;
@@ -78,12 +116,18 @@ class ApplyLoop {
  private:
   struct Waiter {
     Term term;
-    ResultCallback done;
+    OutcomeCallback done;
   };
   struct PendingQuery {
     uint64_t session;
     std::string operation;
-    ResultCallback done;
+    OutcomeCallback done;
+  };
+  struct Subscription {
+    uint64_t session;
+    uint64_t subscriber;  // 0: unsubscribe every session of `after`'s subscriber
+    Index after;
+    std::function<void(absl::Status)> done;
   };
   struct RoleEvent {
     raft::Role role;
@@ -95,7 +139,9 @@ class ApplyLoop {
   // Applies [applied_+1, target]; returns false on a log read error.
   bool ApplyUpTo(Index target);
   void RunQueries();
-  void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result);
+  void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index = 0);
+  void HandleSubscriptions(std::deque<Subscription> subscriptions);
+  void DeliverPublished();
 
   const storage::Log* log_;
   const NodeId id_;
@@ -110,6 +156,10 @@ class ApplyLoop {
   std::deque<std::pair<Index, int64_t>> commit_times_;  // (commit target, when notified, us)
   bool stopping_ = false;
   ApplyStats stats_;
+  LeaderDuties duties_;
+  std::deque<Subscription> subscriptions_;  // inbox
+  EventSink sink_;
+  std::map<uint64_t, uint64_t> subscribers_;  // session -> subscriber (state machine thread only)
   std::thread thread_;
 
 };

@@ -55,7 +55,9 @@ namespace internal {
 void ExecutorImpl::Publish(uint64_t session, std::string_view name, std::string payload) {
   CheckMayChangeState("Session::Publish");
   if (!publisher_) throw std::logic_error("Session::Publish: this server does not deliver events");
-  publisher_(session, index_, std::string(name), std::move(payload));
+  // A held-back command runs at the index of the entry that filled its gap:
+  // its events belong there, so a session's batches stay in index order.
+  publisher_(session, publish_index_ != 0 ? publish_index_ : index_, std::string(name), std::move(payload));
 }
 
 absl::StatusOr<std::string> ExecutorImpl::ApplyHeldCommand(Index index, uint64_t session,
@@ -64,7 +66,9 @@ absl::StatusOr<std::string> ExecutorImpl::ApplyHeldCommand(Index index, uint64_t
   LogTime now = time_;
   // ApplyCommand fires nothing new (no timer is due before `now`) and
   // applies at `index`; restore the current index afterwards.
+  publish_index_ = current;
   absl::StatusOr<std::string> result = ApplyCommand(index, now, session, operation);
+  publish_index_ = 0;
   index_ = current;
   return result;
 }

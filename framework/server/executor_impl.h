@@ -90,6 +90,7 @@ class ExecutorImpl : public SessionSink {
   uint64_t timer_sequence_ = 0;
   uint64_t timers_fired_ = 0;
   Index index_ = 0;
+  Index publish_index_ = 0;  // while a held command runs: the entry being applied
   LogTime time_ = 0;
   bool in_query_ = false;
   std::string current_operation_;

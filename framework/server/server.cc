@@ -8,6 +8,7 @@
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/post.hpp"
 #include "framework/server/apply_loop.h"
+#include "framework/server/client_service.h"
 #include "framework/server/raft_node.h"
 #include "framework/transport/in_memory_transport.h"
 #include "framework/transport/tcp_transport.h"
@@ -53,6 +54,12 @@ class Server::Impl {
     node_ = *std::move(node);
     apply_ = std::make_unique<server::ApplyLoop>(&node_->log(), options_.state_machine(), options_.id);
     node_->SetCommitHandler([this](Index, Index commit) { apply_->Commit(commit); });
+    server::ClientServiceOptions so;
+    so.id = options_.id;
+    so.members = options_.members;
+    so.election_timeout = options_.election_timeout;
+    so.heartbeat_interval = options_.heartbeat_interval;
+    service_ = std::make_unique<server::ClientService>(io_, so, node_.get(), apply_.get(), tcp_);
     node_->SetStatusHandler([this](const server::RaftNodeStatus& s) {
       if (s.raft.role != last_role_ || s.raft.term != last_term_) {
         last_role_ = s.raft.role;
@@ -74,6 +81,7 @@ class Server::Impl {
       std::string listen = options_.listen_address.empty() ? options_.members.at(options_.id) : options_.listen_address;
       if (absl::Status s = tcp_->Listen(listen); !s.ok()) return s;
     }
+    service_->Start();
     apply_->Start();
     node_->Start();
     thread_ = std::thread([this] { io_.run(); });
@@ -87,6 +95,7 @@ class Server::Impl {
       // Let the io thread run dry: requests already posted still run (and fail
       // with Unavailable), so no caller is left with a broken promise.
       boost::asio::post(io_, [this] {
+        service_->Stop();
         node_->Stop();
         if (tcp_ != nullptr) tcp_->Close();
         transport_.reset();
@@ -185,6 +194,7 @@ class Server::Impl {
   transport::TcpTransport* tcp_ = nullptr;
   std::unique_ptr<server::RaftNode> node_;
   std::unique_ptr<server::ApplyLoop> apply_;
+  std::unique_ptr<server::ClientService> service_;
   std::thread thread_;
   std::atomic<bool> stopped_ = false;
   raft::Role last_role_ = raft::Role::kFollower;

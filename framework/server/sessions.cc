@@ -68,9 +68,9 @@ std::optional<std::pair<uint64_t, HeldCommand>> SessionTable::TakeNextHeld(uint6
   return next;
 }
 
-void SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response) {
+Index SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response) {
   SessionState* s = FindMutable(id);
-  if (s == nullptr) return;
+  if (s == nullptr) return 0;
   s->last_sequence = std::max(s->last_sequence, sequence);
   // The client completes this response once it has every batch up to here:
   // the batches published *before* the command. Its own events (at its own
@@ -82,7 +82,9 @@ void SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedResponse
   if (s->events.empty() || s->events.front().index >= response.index) {
     response.event_index = std::min(s->acked_event_index, response.index - 1);
   }
+  Index event_index = response.event_index;
   s->responses[sequence] = std::move(response);
+  return event_index;
 }
 
 absl::StatusOr<CachedResponse> SessionTable::CachedFor(uint64_t id, uint64_t sequence) const {

@@ -106,7 +106,8 @@ class SessionTable {
   void Hold(uint64_t id, uint64_t sequence, HeldCommand command);
   // The held command that may run now (sequence last+1), if any; removed.
   std::optional<std::pair<uint64_t, HeldCommand>> TakeNextHeld(uint64_t id);
-  void RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response);
+  // Caches the response and returns its event index (0 if the session is gone).
+  Index RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response);
   // The cached response for a duplicate; NotFound if already trimmed.
   absl::StatusOr<CachedResponse> CachedFor(uint64_t id, uint64_t sequence) const;
 

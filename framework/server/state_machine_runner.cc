@@ -34,16 +34,17 @@ absl::StatusOr<std::string> StateMachineRunner::Apply(const Entry& entry) {
 std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const Entry& entry) {
   assert(entry.index == applied_ + 1);
   applied_ = entry.index;
+  published_.clear();
   std::vector<Response> out;
   switch (entry.type) {
     case EntryType::kRegister:
       out.push_back(Response{entry.index, entry.term, ApplyRegister(entry)});
       break;
     case EntryType::kKeepAlive:
-      ApplyKeepAlive(entry);
+      out.push_back(Response{entry.index, entry.term, ApplyKeepAlive(entry)});
       break;
     case EntryType::kUnregister:
-      ApplyUnregister(entry);
+      out.push_back(Response{entry.index, entry.term, ApplyUnregister(entry)});
       break;
     case EntryType::kCommand: {
       auto payload = serialization::DecodeCommandEntry(entry.payload.view());
@@ -72,9 +73,28 @@ std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const E
   // Whatever the entry, timers fired before it may have asked for side
   // effects: they belong to this entry (run now or never, not with a later one).
   RunSideEffects(entry);
-  if (entry.type != EntryType::kCommand && entry.type != EntryType::kRegister) {
+  if (entry.type == EntryType::kInitialize || entry.type == EntryType::kConfiguration ||
+      entry.type == EntryType::kTime) {
     out.push_back(Response{entry.index, entry.term, absl::AbortedError(absl::StrCat("no command was applied at index ",
                                                                         entry.index))});
+  }
+  return out;
+}
+
+absl::Status SessionNotOpen(uint64_t session) {
+  return absl::UnauthenticatedError(absl::StrCat("session ", session, " is not open: it expired or was closed"));
+}
+
+void AppendUnknownSession(uint64_t session, std::string* out) {
+  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((session >> (8 * i)) & 0xff));
+}
+
+std::vector<uint64_t> DecodeUnknownSessions(std::string_view bytes) {
+  std::vector<uint64_t> out;
+  for (size_t at = 0; at + 8 <= bytes.size(); at += 8) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[at + i])) << (8 * i);
+    out.push_back(v);
   }
   return out;
 }
@@ -97,17 +117,21 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyRegister(const Entry& entry
   return std::string();
 }
 
-void StateMachineRunner::ApplyKeepAlive(const Entry& entry) {
+absl::StatusOr<std::string> StateMachineRunner::ApplyKeepAlive(const Entry& entry) {
   executor_.ApplyEmpty(entry.index, entry.timestamp);
   auto batch = serialization::DecodeKeepAliveEntry(entry.payload.view());
   if (!batch.ok()) {
     spdlog::error("server {}: keep-alive entry {} does not decode: {}", id_, entry.index,
                   std::string(batch.status().message()));
-    return;
+    return batch.status();
   }
+  std::string unknown;
   for (const auto& item : batch->sessions) {
     const SessionState* s = sessions_.Find(item.session);
-    if (s == nullptr) continue;
+    if (s == nullptr) {
+      AppendUnknownSession(item.session, &unknown);
+      continue;
+    }
     Index previous = s->keep_alive_index;
     std::vector<Index> acked_batches;
     for (const auto& b : s->events) {
@@ -118,18 +142,23 @@ void StateMachineRunner::ApplyKeepAlive(const Entry& entry) {
     if (previous != 0) tracker_.Release(previous);
     for (Index b : acked_batches) tracker_.Release(b);  // events acknowledged
   }
+  return unknown;
 }
 
-void StateMachineRunner::ApplyUnregister(const Entry& entry) {
+absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& entry) {
   executor_.ApplyEmpty(entry.index, entry.timestamp);  // a tombstone: released at once
   auto unreg = serialization::DecodeUnregisterEntry(entry.payload.view());
   if (!unreg.ok()) {
     spdlog::error("server {}: unregister entry {} does not decode: {}", id_, entry.index,
                   std::string(unreg.status().message()));
-    return;
+    return unreg.status();
   }
   std::optional<SessionState> gone = sessions_.Unregister(unreg->session, entry.timestamp, unreg->expired);
-  if (!gone) return;  // unknown, or a keep-alive voided the expiry
+  if (!gone) {
+    // Unknown, or a keep-alive voided the expiry.
+    if (unreg->expired) return std::string();
+    return SessionNotOpen(unreg->session);
+  }
   tracker_.Release(gone->id);
   if (gone->keep_alive_index != 0) tracker_.Release(gone->keep_alive_index);
   for (const auto& [seq, held] : gone->held) tracker_.Release(held.index);
@@ -147,6 +176,7 @@ void StateMachineRunner::ApplyUnregister(const Entry& entry) {
       spdlog::error("server {}: session listener for session {} threw: {}", id_, gone->id, e.what());
     }
   }
+  return std::string();
 }
 
 void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence,
@@ -154,13 +184,16 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
   switch (sessions_.Classify(session, sequence)) {
     case SessionTable::Order::kUnknownSession:
       executor_.ApplyEmpty(entry.index, entry.timestamp);
-      out->push_back(Response{entry.index, entry.term, absl::NotFoundError(absl::StrCat(
-                                               "session ", session, " is not open: it expired or was closed"))});
+      out->push_back(Response{entry.index, entry.term, SessionNotOpen(session)});
       return;
     case SessionTable::Order::kDuplicate: {
       executor_.ApplyEmpty(entry.index, entry.timestamp);  // a retry: answered from the cache, applied once
       auto cached = sessions_.CachedFor(session, sequence);
-      out->push_back(Response{entry.index, entry.term, cached.ok() ? cached->result : absl::StatusOr<std::string>(cached.status())});
+      if (cached.ok()) {
+        out->push_back(Response{entry.index, entry.term, cached->result, cached->event_index});
+      } else {
+        out->push_back(Response{entry.index, entry.term, cached.status(), 0});
+      }
       return;
     }
     case SessionTable::Order::kEarly:
@@ -172,15 +205,17 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       break;
   }
   absl::StatusOr<std::string> result = executor_.ApplyCommand(entry.index, entry.timestamp, session, operation);
-  sessions_.RecordResponse(session, sequence, CachedResponse{entry.index, result, 0});
-  out->push_back(Response{entry.index, entry.term, std::move(result)});
-  // The gap is filled: run what was waiting for it, in sequence order.
+  Index event_index = sessions_.RecordResponse(session, sequence, CachedResponse{entry.index, result, 0});
+  out->push_back(Response{entry.index, entry.term, std::move(result), event_index});
+  // The gap is filled: run what was waiting for it, in sequence order. They
+  // run *at this entry* (their events join this index's batch, after their
+  // responses), while their Commits keep their own entries' indexes.
   while (auto next = sessions_.TakeNextHeld(session)) {
     auto& [seq, held] = *next;
     tracker_.Release(held.index);  // its Commit takes over
     absl::StatusOr<std::string> r = executor_.ApplyHeldCommand(held.index, session, held.operation);
-    sessions_.RecordResponse(session, seq, CachedResponse{held.index, r, 0});
-    out->push_back(Response{held.index, held.term, std::move(r)});
+    Index e = sessions_.RecordResponse(session, seq, CachedResponse{entry.index, r, 0});
+    out->push_back(Response{held.index, held.term, std::move(r), e});
   }
 }
 
@@ -191,7 +226,10 @@ void StateMachineRunner::OnPublish(uint64_t session, Index index, std::string na
   }
   bool new_batch = s->last_event_index != index;
   sessions_.Publish(session, index, PublishedEvent{std::move(name), std::move(payload)});
-  if (new_batch) tracker_.Hold(index);  // kept until the client acknowledges the batch
+  if (new_batch) {
+    tracker_.Hold(index);  // kept until the client acknowledges the batch
+    published_.emplace_back(session, index);
+  }
 }
 
 std::optional<LogTime> StateMachineRunner::NextDeadline() const {

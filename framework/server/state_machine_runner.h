@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,15 @@
 #include "framework/server/sessions.h"
 
 namespace caracal::server {
+
+// The error a command (or a client's Unregister) gets when its session is
+// not open: kUnauthenticated, which the client library reads as "my session
+// expired" (an application handler's own errors never carry that code).
+absl::Status SessionNotOpen(uint64_t session);
+// A KeepAlive entry's response lists the sessions it named that are not open
+// (8 bytes little-endian each): the server tells those clients.
+void AppendUnknownSession(uint64_t session, std::string* out);
+std::vector<uint64_t> DecodeUnknownSessions(std::string_view bytes);
 
 class StateMachineRunner {
  public:
@@ -38,13 +48,17 @@ class StateMachineRunner {
     Index index = 0;
     Term term = 0;  // of the entry at `index`
     absl::StatusOr<std::string> result;
+    // A session command's: the session's last event batch before the
+    // response (the client delivers those events first).
+    Index event_index = 0;
   };
   // Applies `entry` (entry.index == applied() + 1) and returns the responses
   // it produced: usually one, for entry.index; none for a command held back
   // for sequencing; several when it fills a gap and held commands run too.
   // A command's response is its result or the error its caller should see;
-  // other entries answer Aborted ("no command was applied"), a Register
-  // answers OK (the session id is its index).
+  // a Register answers OK (the session id is its index), a KeepAlive OK with
+  // the unknown sessions (DecodeUnknownSessions), an Unregister OK or
+  // SessionNotOpen; other entries answer Aborted ("no command was applied").
   std::vector<Response> ApplyEntry(const Entry& entry);
   // ApplyEntry's response for entry.index itself (Unavailable if held back).
   absl::StatusOr<std::string> Apply(const Entry& entry);
@@ -62,6 +76,9 @@ class StateMachineRunner {
   // The earliest log time at which a timer fires or a session turns suspect:
   // an idle leader commits a Time entry once its clock passes it.
   std::optional<LogTime> NextDeadline() const;
+  // The (session, batch index) pairs that received events while the last
+  // ApplyEntry ran, in publication order (each pair once).
+  std::vector<std::pair<uint64_t, Index>> TakePublished() { return std::exchange(published_, {}); }
   const ReleaseTracker& tracker() const { return tracker_; }
   const internal::ExecutorImpl& executor() const { return executor_; }
   StateMachine& state_machine() { return *state_machine_; }
@@ -71,8 +88,8 @@ class StateMachineRunner {
   // while applying `entry`.
   void RunSideEffects(const Entry& entry);
   absl::StatusOr<std::string> ApplyRegister(const Entry& entry);
-  void ApplyKeepAlive(const Entry& entry);
-  void ApplyUnregister(const Entry& entry);
+  absl::StatusOr<std::string> ApplyKeepAlive(const Entry& entry);
+  absl::StatusOr<std::string> ApplyUnregister(const Entry& entry);
   void ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence, std::string operation,
                            std::vector<Response>* out);
   void OnPublish(uint64_t session, Index index, std::string name, std::string payload);
@@ -86,6 +103,7 @@ class StateMachineRunner {
   std::unique_ptr<StateMachine> state_machine_;
   raft::Role role_ = raft::Role::kFollower;
   Term term_ = 0;
+  std::vector<std::pair<uint64_t, Index>> published_;
 };
 
 }  // namespace caracal::server

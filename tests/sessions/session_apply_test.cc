@@ -120,10 +120,51 @@ TEST_F(SessionApplyTest, EarlyCommandsWaitForTheGapAndRunInSequenceOrder) {
   EXPECT_EQ(Value(first[2]), 111);
 }
 
+TEST_F(SessionApplyTest, HeldCommandsPublishAtTheIndexThatFilledTheGap) {
+  uint64_t s = Register(0);
+  Submit(1, s, 1, Shout{.words = {"a"}});
+  Index first_batch = s + 1;
+  auto early = Submit(2, s, 3, Shout{.words = {"c"}});  // held: 2 is missing
+  EXPECT_TRUE(early.empty());
+  auto gap = Submit(3, s, 2, Shout{.words = {"b"}});
+  Index filler = s + 3;
+  ASSERT_EQ(gap.size(), 2u);
+  // Both wait for the batch published before them, and both precede the
+  // batch at the filling index, which holds the events of both.
+  EXPECT_EQ(gap[0].event_index, first_batch);
+  EXPECT_EQ(gap[1].event_index, first_batch);
+  auto batches = runner_->sessions().EventsAfter(s, 0);
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[1].index, filler);
+  EXPECT_EQ(batches[1].previous, first_batch);
+  ASSERT_EQ(batches[1].events.size(), 2u);
+  std::vector<std::pair<uint64_t, Index>> published = runner_->TakePublished();
+  ASSERT_EQ(published.size(), 1u);
+  EXPECT_EQ(published[0], std::make_pair(s, filler));
+}
+
+TEST_F(SessionApplyTest, AKeepAliveAnswersWhichOfItsSessionsAreNotOpen) {
+  uint64_t s = Register(0);
+  auto r = runner_->ApplyEntry(Entry{Next(), 1, 1, EntryType::kKeepAlive,
+                                     Bytes(serialization::EncodeKeepAliveEntry({{{s, 0, 0}, {99, 0, 0}}}))});
+  ASSERT_EQ(r.size(), 1u);
+  ASSERT_TRUE(r[0].result.ok()) << r[0].result.status();
+  EXPECT_EQ(DecodeUnknownSessions(*r[0].result), std::vector<uint64_t>{99});
+  // A client's unregister of an unknown session says so; an expiry is void.
+  auto gone = runner_->ApplyEntry(Entry{Next(), 1, 2, EntryType::kUnregister,
+                                        Bytes(serialization::EncodeUnregisterEntry({77, false}))});
+  ASSERT_EQ(gone.size(), 1u);
+  EXPECT_TRUE(absl::IsUnauthenticated(gone[0].result.status())) << gone[0].result.status();
+  auto expired = runner_->ApplyEntry(Entry{Next(), 1, 3, EntryType::kUnregister,
+                                           Bytes(serialization::EncodeUnregisterEntry({77, true}))});
+  ASSERT_EQ(expired.size(), 1u);
+  EXPECT_TRUE(expired[0].result.ok());
+}
+
 TEST_F(SessionApplyTest, CommandsOfAnUnknownSessionFailAndChangeNothing) {
   auto r = Submit(1, 42, 1, Incr{});
   ASSERT_EQ(r.size(), 1u);
-  EXPECT_TRUE(absl::IsNotFound(r[0].result.status())) << r[0].result.status();
+  EXPECT_TRUE(absl::IsUnauthenticated(r[0].result.status())) << r[0].result.status();
   EXPECT_EQ(counter_->applications, 0);
 }
 

@@ -1,0 +1,249 @@
+#include "framework/server/client_service.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "boost/asio/post.hpp"
+#include "serialization/codec.h"
+#include "serialization/session_codec.h"
+#include "spdlog/spdlog.h"
+
+namespace caracal::server {
+
+using namespace serialization;
+
+ClientService::ClientService(boost::asio::io_context& io, ClientServiceOptions options, RaftNode* node,
+                             ApplyLoop* apply, transport::TcpTransport* tcp)
+    : io_(io),
+      options_(std::move(options)),
+      node_(node),
+      apply_(apply),
+      tcp_(tcp),
+      alive_(std::make_shared<bool>(true)),
+      duty_timer_(io) {
+  if (options_.min_session_timeout_ms == 0) {
+    options_.min_session_timeout_ms = 2 * static_cast<uint64_t>(options_.election_timeout.count());
+  }
+  for (const auto& [id, address] : options_.members) member_list_.push_back(MemberValue{id, address});
+}
+
+ClientService::~ClientService() { *alive_ = false; }
+
+void ClientService::Start() {
+  if (tcp_ != nullptr) {
+    tcp_->SetClientHandler(
+        [this](ConnectionId c, ClientRequestValue request) { OnRequest(c, std::move(request)); });
+    tcp_->SetClientClosedHandler([this](ConnectionId c, absl::Status) { apply_->Unsubscribe(c); });
+    // Runs on the state machine thread: copy the batch and push it from the
+    // io thread. Posts keep the apply order, so a connection sees a
+    // command's response before the events published at its index.
+    apply_->SetEventSink([this, alive = alive_](uint64_t subscriber, uint64_t session, const EventBatch& batch) {
+      PublishEventsValue value{session, batch.index, batch.previous, {}};
+      value.events.reserve(batch.events.size());
+      for (const auto& e : batch.events) value.events.push_back(EventValue{e.name, e.payload});
+      boost::asio::post(io_, [this, alive, subscriber, value = std::move(value)] {
+        if (!*alive) return;
+        absl::Status s = tcp_->PushToClient(subscriber, value);
+        if (!s.ok() && !absl::IsNotFound(s)) {
+          spdlog::warn("server {}: events for session {} not pushed: {}", options_.id, value.session,
+                       std::string(s.message()));
+        }
+      });
+    });
+  }
+  ScheduleDuties();
+}
+
+void ClientService::Stop() {
+  *alive_ = false;
+  duty_timer_.cancel();
+}
+
+bool ClientService::IsLeader() const { return node_->status().raft.role == raft::Role::kLeader; }
+
+absl::Status ClientService::NotLeader() const {
+  NodeId leader = node_->status().raft.leader;
+  if (leader == 0 || leader == options_.id) {
+    return absl::UnavailableError(absl::StrCat("server ", options_.id, " is not the leader and knows no leader"));
+  }
+  return absl::UnavailableError(absl::StrCat("server ", options_.id, " is not the leader; the leader is ", leader));
+}
+
+void ClientService::Respond(ConnectionId connection, uint64_t request_id, absl::Status status,
+                            ClientResponseBody body) {
+  if (tcp_ == nullptr) return;
+  ClientResponseValue response;
+  response.request_id = request_id;
+  response.status = std::move(status);
+  response.leader = node_->status().raft.leader;
+  response.members = member_list_;
+  if (response.status.ok()) response.body = std::move(body);
+  absl::Status s = tcp_->SendToClient(connection, response);
+  if (!s.ok() && !absl::IsNotFound(s)) {
+    spdlog::warn("server {}: response to request {} not sent: {}", options_.id, request_id,
+                 std::string(s.message()));
+  }
+}
+
+std::function<void(Outcome)> ClientService::OnIo(std::function<void(Outcome)> fn) {
+  return [this, alive = alive_, fn = std::move(fn)](Outcome outcome) mutable {
+    boost::asio::post(io_, [alive, fn = std::move(fn), outcome = std::move(outcome)]() mutable {
+      if (*alive) fn(std::move(outcome));
+    });
+  };
+}
+
+void ClientService::ProposeAndWait(EntryType type, std::string payload, std::function<void(Outcome)> done) {
+  if (!IsLeader()) {
+    done(Outcome{NotLeader(), 0, 0});
+    return;
+  }
+  auto proposed = node_->Propose(type, Bytes(std::move(payload)));
+  if (!proposed.ok()) {
+    done(Outcome{absl::IsFailedPrecondition(proposed.status()) ? NotLeader() : proposed.status(), 0, 0});
+    return;
+  }
+  apply_->ExpectOutcome(proposed->first, proposed->second, OnIo(std::move(done)));
+  node_->Flush();
+}
+
+void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
+  uint64_t id = request.request_id;
+  std::visit(
+      [&](auto& body) {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, ConnectRequest>) {
+          Respond(c, id, absl::OkStatus());
+        } else if constexpr (std::is_same_v<T, RegisterRequest>) {
+          if (body.timeout_ms < options_.min_session_timeout_ms || body.timeout_ms > options_.max_session_timeout_ms) {
+            Respond(c, id, absl::InvalidArgumentError(absl::StrCat(
+                               "session timeout ", body.timeout_ms, " ms is outside [", options_.min_session_timeout_ms,
+                               ", ", options_.max_session_timeout_ms, "] ms")));
+            return;
+          }
+          uint64_t timeout = body.timeout_ms;
+          ProposeAndWait(EntryType::kRegister, EncodeRegisterEntry(RegisterEntryValue{body.client_id, timeout}),
+                         [this, c, id, timeout](Outcome o) {
+                           if (!o.result.ok()) return Respond(c, id, o.result.status());
+                           Respond(c, id, absl::OkStatus(), RegisterResult{o.index, timeout});
+                         });
+        } else if constexpr (std::is_same_v<T, KeepAliveRequest>) {
+          if (!IsLeader()) return Respond(c, id, NotLeader());
+          keep_alives_.push_back(PendingKeepAlive{c, id, body});
+          if (!keep_alive_flush_posted_) {
+            keep_alive_flush_posted_ = true;
+            boost::asio::post(io_, [this, alive = alive_] {
+              if (*alive) FlushKeepAlives();
+            });
+          }
+        } else if constexpr (std::is_same_v<T, UnregisterRequest>) {
+          ProposeAndWait(EntryType::kUnregister, EncodeUnregisterEntry(UnregisterEntryValue{body.session, false}),
+                         [this, c, id](Outcome o) { Respond(c, id, o.result.status()); });
+        } else if constexpr (std::is_same_v<T, CommandRequest>) {
+          if (body.session == 0 || body.sequence == 0) {
+            return Respond(c, id, absl::InvalidArgumentError("a command needs a session and a sequence number (>= 1)"));
+          }
+          ProposeAndWait(EntryType::kCommand, EncodeCommandEntry(body.session, body.sequence, body.operation),
+                         [this, c, id](Outcome o) {
+                           if (!o.result.ok()) return Respond(c, id, o.result.status());
+                           Respond(c, id, absl::OkStatus(), CommandResult{o.index, o.event_index, *std::move(o.result)});
+                         });
+        } else if constexpr (std::is_same_v<T, QueryRequest>) {
+          auto answer = OnIo([this, c, id](Outcome o) {
+            if (!o.result.ok()) return Respond(c, id, o.result.status());
+            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, *std::move(o.result)});
+          });
+          if (body.consistency == serialization::Consistency::kSequential) {
+            apply_->QueryOutcome(body.session, std::move(body.operation), body.index, std::move(answer));
+            return;
+          }
+          if (!IsLeader()) return Respond(c, id, NotLeader());
+          bool lease = body.consistency == serialization::Consistency::kLinearizableLease;
+          node_->ReadIndex(lease, [this, alive = alive_, session = body.session, min_index = body.index,
+                                   operation = std::move(body.operation),
+                                   answer = std::move(answer)](absl::StatusOr<Index> index) mutable {
+            if (!*alive) return;
+            if (!index.ok()) {
+              answer(Outcome{absl::UnavailableError(index.status().message()), 0, 0});
+              return;
+            }
+            apply_->QueryOutcome(session, std::move(operation), std::max(*index, min_index), std::move(answer));
+          });
+        } else if constexpr (std::is_same_v<T, ResetEventsRequest>) {
+          apply_->Subscribe(body.session, c, body.from_index, [this, alive = alive_, c, id](absl::Status s) {
+            boost::asio::post(io_, [this, alive, c, id, s = std::move(s)] {
+              if (*alive) Respond(c, id, s);
+            });
+          });
+        }
+      },
+      request.body);
+}
+
+void ClientService::FlushKeepAlives() {
+  keep_alive_flush_posted_ = false;
+  std::vector<PendingKeepAlive> batch = std::exchange(keep_alives_, {});
+  if (batch.empty()) return;
+  KeepAliveEntryValue entry;
+  for (const auto& k : batch) {
+    entry.sessions.push_back(
+        KeepAliveItemValue{k.request.session, k.request.command_sequence, k.request.event_index});
+  }
+  ProposeAndWait(EntryType::kKeepAlive, EncodeKeepAliveEntry(entry), [this, batch = std::move(batch)](Outcome o) {
+    std::vector<uint64_t> unknown;
+    if (o.result.ok()) unknown = DecodeUnknownSessions(*o.result);
+    for (const auto& k : batch) {
+      if (!o.result.ok()) {
+        Respond(k.connection, k.request_id, o.result.status());
+      } else if (std::find(unknown.begin(), unknown.end(), k.request.session) != unknown.end()) {
+        Respond(k.connection, k.request_id, SessionNotOpen(k.request.session));
+      } else {
+        Respond(k.connection, k.request_id, absl::OkStatus());
+      }
+    }
+  });
+}
+
+void ClientService::ScheduleDuties() {
+  duty_timer_.expires_after(options_.heartbeat_interval);
+  duty_timer_.async_wait([this, alive = alive_](const boost::system::error_code& ec) {
+    if (ec || !*alive) return;
+    RunDuties();
+    ScheduleDuties();
+  });
+}
+
+void ClientService::RunDuties() {
+  if (!IsLeader()) {
+    expiring_.clear();
+    time_entry_ = 0;
+    return;
+  }
+  LeaderDuties duties = apply_->Duties();
+  auto now = std::chrono::steady_clock::now();
+  // Forget proposals that were applied (or are too old: a lost term).
+  std::erase_if(expiring_, [&](const auto& kv) {
+    return kv.second.first <= duties.applied || now - kv.second.second > 2 * options_.election_timeout;
+  });
+  for (uint64_t session : duties.suspects) {
+    if (expiring_.contains(session)) continue;
+    auto proposed =
+        node_->Propose(EntryType::kUnregister, Bytes(EncodeUnregisterEntry(UnregisterEntryValue{session, true})));
+    if (!proposed.ok()) return;
+    expiring_[session] = {proposed->first, now};
+    spdlog::info("server {}: session {} stopped keeping alive: proposing its expiry at index {}", options_.id,
+                 session, proposed->first);
+  }
+  if (duties.next_deadline && time_entry_ <= duties.applied) {
+    int64_t wall = std::chrono::duration_cast<std::chrono::microseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+    if (wall > *duties.next_deadline && node_->status().raft.last_index <= duties.applied) {
+      auto proposed = node_->Propose(EntryType::kTime, Bytes(std::string()));
+      if (proposed.ok()) time_entry_ = proposed->first;
+    }
+  }
+  node_->Flush();
+}
+
+}  // namespace caracal::server

@@ -1,0 +1,337 @@
+// caracal::Client against three in-process servers talking TCP on
+// 127.0.0.1: sessions, pipelined commands completing in order, events
+// ordered with responses, failover with exactly-once application, session
+// loss and recovery, unreachable clusters, Close().
+
+#include "caracal/client.h"
+
+#include <condition_variable>
+#include <map>
+#include <mutex>
+
+#include "boost/asio/post.hpp"
+#include "caracal/server.h"
+#include "framework/client/client_connection.h"
+#include "gtest/gtest.h"
+#include "spdlog/spdlog.h"
+#include "tests/testing/process.h"
+
+namespace caracal {
+namespace {
+
+const bool kQuiet = (spdlog::set_level(std::getenv("CARACAL_LOG") ? spdlog::level::debug : spdlog::level::warn), true);
+
+// ---- a state machine that counts and publishes ----
+
+struct Add : Command<int64_t> {  // returns the new total
+  static constexpr std::string_view kName = "test.add";
+  int64_t amount = 0;
+  uint64_t id = 0;  // unique per submission: counts applications
+  int events = 0;   // how many "added" events to publish to the caller
+  CARACAL_FIELDS(amount, id, events)
+};
+struct Total : Query<int64_t> {
+  static constexpr std::string_view kName = "test.total";
+  CARACAL_FIELDS()
+};
+struct Applications : Query<uint64_t> {  // how often the Add with this id was applied
+  static constexpr std::string_view kName = "test.applications";
+  uint64_t id = 0;
+  CARACAL_FIELDS(id)
+};
+struct Added {
+  int64_t total = 0;
+  int n = 0;
+  CARACAL_FIELDS(total, n)
+};
+
+class CounterStateMachine : public StateMachine {
+ public:
+  void Configure(Executor& executor) override {
+    executor.Register<Add>(this, &CounterStateMachine::OnAdd);
+    executor.Register<Total>(this, &CounterStateMachine::OnTotal);
+    executor.Register<Applications>(this, &CounterStateMachine::OnApplications);
+  }
+
+ private:
+  int64_t OnAdd(Commit<Add> c) {
+    total_ += c->amount;
+    ++applied_[c->id];
+    for (int i = 0; i < c->events; ++i) c.session().Publish("added", Added{total_, i});
+    return total_;
+  }
+  int64_t OnTotal(Commit<Total>) { return total_; }
+  uint64_t OnApplications(Commit<Applications> c) {
+    auto it = applied_.find(c->id);
+    return it == applied_.end() ? 0 : it->second;
+  }
+  int64_t total_ = 0;
+  std::map<uint64_t, uint64_t> applied_;
+};
+
+// ---- three servers on 127.0.0.1 ----
+
+class TcpCluster {
+ public:
+  TcpCluster() {
+    for (NodeId id = 1; id <= 3; ++id) members_[id] = absl::StrCat("127.0.0.1:", testing::PickFreePort());
+    for (NodeId id = 1; id <= 3; ++id) Start(id);
+  }
+  ~TcpCluster() {
+    for (auto& [id, s] : servers_) {
+      if (s) s->Stop();
+    }
+  }
+
+  void Start(NodeId id) {
+    auto server = Server::Builder()
+                      .WithId(id)
+                      .WithMembers(members_)
+                      .InMemory()
+                      .WithElectionTimeout(std::chrono::milliseconds(150))
+                      .WithHeartbeatInterval(std::chrono::milliseconds(25))
+                      .WithStateMachine<CounterStateMachine>()
+                      .Build();
+    ASSERT_TRUE(server.ok()) << server.status();
+    ASSERT_TRUE((*server)->Start().ok());
+    servers_[id] = *std::move(server);
+  }
+  void Stop(NodeId id) {
+    servers_[id]->Stop();
+    servers_[id].reset();
+  }
+
+  // The leader, once one is elected (every wait is bounded).
+  NodeId WaitForLeader() {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      for (auto& [id, s] : servers_) {
+        if (s && s->Info().role == "leader") return id;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return 0;
+  }
+
+  std::vector<std::string> addresses() const {
+    std::vector<std::string> out;
+    for (const auto& [id, a] : members_) out.push_back(a);
+    return out;
+  }
+  const std::string& address(NodeId id) { return members_[id]; }
+
+ private:
+  std::map<NodeId, std::string> members_;
+  std::map<NodeId, std::unique_ptr<Server>> servers_;
+};
+
+Client::Builder ClientFor(const TcpCluster& cluster) {
+  return Client::Builder()
+      .WithServers(cluster.addresses())
+      .WithSessionTimeout(std::chrono::milliseconds(3000))
+      .WithAttemptTimeout(std::chrono::milliseconds(1000))
+      .WithConnectTimeout(std::chrono::seconds(10));
+}
+
+template <typename T>
+T Get(std::future<absl::StatusOr<T>> f) {
+  EXPECT_EQ(f.wait_for(std::chrono::seconds(20)), std::future_status::ready);
+  auto r = f.get();
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? *r : T{};
+}
+
+// Records what the client delivered, in delivery order.
+struct Journal {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> entries;
+  void Add(std::string e) {
+    std::lock_guard lock(mu);
+    entries.push_back(std::move(e));
+    cv.notify_all();
+  }
+  bool WaitFor(size_t n) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(20), [&] { return entries.size() >= n; });
+  }
+};
+
+TEST(ClientTest, PipelinedCommandsCompleteInOrderAndQueriesSeeThem) {
+  TcpCluster cluster;
+  Journal journal;  // before the client: callbacks may run until it closes
+  auto client = ClientFor(cluster).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  EXPECT_NE((*client)->session(), 0u);
+  EXPECT_EQ((*client)->state(), ClientState::kConnected);
+
+  for (int i = 1; i <= 200; ++i) {
+    (*client)->Submit(Add{.amount = 1, .id = static_cast<uint64_t>(i)}, [&, i](absl::StatusOr<int64_t> r) {
+      journal.Add(r.ok() ? absl::StrCat(i, ":", *r) : absl::StrCat(i, ":", r.status().ToString()));
+    });
+  }
+  ASSERT_TRUE(journal.WaitFor(200));
+  for (int i = 1; i <= 200; ++i) EXPECT_EQ(journal.entries[i - 1], absl::StrCat(i, ":", i));
+  EXPECT_EQ(Get((*client)->Submit(Total{})), 200);
+  EXPECT_EQ(Get((*client)->Submit(Total{}, Consistency::kSequential)), 200);
+  EXPECT_EQ(Get((*client)->Submit(Total{}, Consistency::kLinearizableLease)), 200);
+  EXPECT_GE((*client)->last_index(), 200u);
+  EXPECT_TRUE((*client)->Close().ok());
+  EXPECT_EQ((*client)->state(), ClientState::kClosed);
+}
+
+TEST(ClientTest, EventsFollowTheirCommandsResponseAndPrecedeTheNext) {
+  TcpCluster cluster;
+  Journal journal;
+  auto client = ClientFor(cluster).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  (*client)->OnEvent<Added>("added", [&](Added a) { journal.Add(absl::StrCat("event ", a.total, "/", a.n)); });
+  for (int i = 1; i <= 50; ++i) {
+    (*client)->Submit(Add{.amount = 1, .id = static_cast<uint64_t>(i), .events = 2},
+                      [&](absl::StatusOr<int64_t> r) {
+                        journal.Add(r.ok() ? absl::StrCat("response ", *r) : r.status().ToString());
+                      });
+  }
+  ASSERT_TRUE(journal.WaitFor(150));
+  std::vector<std::string> expected;
+  for (int i = 1; i <= 50; ++i) {
+    expected.push_back(absl::StrCat("response ", i));
+    expected.push_back(absl::StrCat("event ", i, "/0"));
+    expected.push_back(absl::StrCat("event ", i, "/1"));
+  }
+  EXPECT_EQ(journal.entries, expected);
+}
+
+TEST(ClientTest, LeaderFailoverAppliesEveryCommandExactlyOnceAndKeepsEventsInOrder) {
+  TcpCluster cluster;
+  NodeId leader = cluster.WaitForLeader();
+  ASSERT_NE(leader, 0u);
+  Journal journal;
+  std::atomic<int> done = 0;
+  std::mutex mu;
+  std::vector<std::string> errors;
+  auto client = ClientFor(cluster).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  (*client)->OnEvent<Added>("added", [&](Added a) { journal.Add(absl::StrCat("event ", a.total)); });
+  auto submit = [&](int from, int to) {
+    for (int i = from; i <= to; ++i) {
+      (*client)->Submit(Add{.amount = 1, .id = static_cast<uint64_t>(i), .events = 1},
+                        [&, i](absl::StatusOr<int64_t> r) {
+                          journal.Add(r.ok() ? absl::StrCat("response ", *r) : r.status().ToString());
+                          if (!r.ok()) {
+                            std::lock_guard lock(mu);
+                            errors.push_back(absl::StrCat(i, ": ", r.status().ToString()));
+                          }
+                          ++done;
+                        });
+    }
+  };
+  submit(1, 100);
+  ASSERT_TRUE(journal.WaitFor(100));  // some done, some in flight
+  cluster.Stop(leader);
+  submit(101, 300);
+  ASSERT_TRUE(journal.WaitFor(600));
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  // Response i, then its event, for every i: nothing lost, nothing twice.
+  std::vector<std::string> expected;
+  for (int i = 1; i <= 300; ++i) {
+    expected.push_back(absl::StrCat("response ", i));
+    expected.push_back(absl::StrCat("event ", i));
+  }
+  EXPECT_EQ(journal.entries, expected);
+  for (uint64_t id : {1u, 99u, 100u, 101u, 150u, 300u}) {
+    EXPECT_EQ(Get((*client)->Submit(Applications{.id = id})), 1u) << "command " << id;
+  }
+}
+
+TEST(ClientTest, AnExpiredSessionIsRecoveredWithANewOne) {
+  TcpCluster cluster;
+  Journal states;
+  auto client = ClientFor(cluster).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  uint64_t first = (*client)->session();
+  (*client)->OnStateChange([&](ClientState s) { states.Add(ClientStateName(s)); });
+  ASSERT_EQ(Get((*client)->Submit(Add{.amount = 5, .id = 1})), 5);
+
+  // Somebody else closes our session (as an expiry would): the next
+  // keep-alive learns it, and RECOVER registers a new one.
+  boost::asio::io_context io;
+  client::ClientConnection raw(io, "caracal");
+  NodeId leader = cluster.WaitForLeader();
+  auto connected = raw.Connect(cluster.address(leader));
+  std::promise<absl::Status> unregistered;
+  raw.SetResponseHandler([&](serialization::ClientResponseValue r) { unregistered.set_value(r.status); });
+  std::thread t([&] { io.run_for(std::chrono::seconds(10)); });
+  ASSERT_EQ(connected.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  ASSERT_TRUE(connected.get().ok());
+  boost::asio::post(io, [&] { (void)raw.Send({1, serialization::UnregisterRequest{first}}); });
+  auto f = unregistered.get_future();
+  ASSERT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  EXPECT_TRUE(f.get().ok());
+  boost::asio::post(io, [&] {
+    raw.Close();
+    io.stop();
+  });
+  t.join();
+
+  ASSERT_TRUE(states.WaitFor(2));
+  EXPECT_EQ(states.entries[0], "SUSPENDED");
+  EXPECT_EQ(states.entries[1], "CONNECTED");
+  EXPECT_NE((*client)->session(), first);
+  EXPECT_EQ(Get((*client)->Submit(Add{.amount = 1, .id = 2})), 6);
+}
+
+TEST(ClientTest, CloseStrategyClosesTheClientWhenItsSessionIsGone) {
+  TcpCluster cluster;
+  Journal states;
+  auto client = ClientFor(cluster).WithRecoveryStrategy(RecoveryStrategy::kClose).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  (*client)->OnStateChange([&](ClientState s) { states.Add(ClientStateName(s)); });
+  // Close the session behind its back, through a second client's connection.
+  auto other = ClientFor(cluster).Connect();
+  ASSERT_TRUE(other.ok());
+  boost::asio::io_context io;
+  client::ClientConnection raw(io, "caracal");
+  auto connected = raw.Connect(cluster.address(cluster.WaitForLeader()));
+  std::promise<void> answered;
+  raw.SetResponseHandler([&](serialization::ClientResponseValue) { answered.set_value(); });
+  std::thread t([&] { io.run_for(std::chrono::seconds(10)); });
+  ASSERT_EQ(connected.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  boost::asio::post(io, [&] { (void)raw.Send({1, serialization::UnregisterRequest{(*client)->session()}}); });
+  ASSERT_EQ(answered.get_future().wait_for(std::chrono::seconds(10)), std::future_status::ready);
+  boost::asio::post(io, [&] {
+    raw.Close();
+    io.stop();
+  });
+  t.join();
+  ASSERT_TRUE(states.WaitFor(1));
+  EXPECT_EQ(states.entries.back(), "CLOSED");
+  auto r = (*client)->Submit(Add{.amount = 1, .id = 1}).get();
+  EXPECT_TRUE(absl::IsCancelled(r.status())) << r.status();
+  // The other session is unaffected.
+  EXPECT_EQ(Get((*other)->Submit(Add{.amount = 2, .id = 2})), 2);
+}
+
+TEST(ClientTest, AnUnreachableClusterFailsConnectWithAClearError) {
+  std::string nobody = absl::StrCat("127.0.0.1:", testing::PickFreePort());
+  auto client = Client::Builder().WithServers({nobody}).WithConnectTimeout(std::chrono::milliseconds(500)).Connect();
+  ASSERT_FALSE(client.ok());
+  EXPECT_TRUE(absl::IsUnavailable(client.status())) << client.status();
+  EXPECT_NE(client.status().message().find(nobody), std::string::npos) << client.status();
+  auto bad = Client::Builder().WithServers({"no-port"}).Connect();
+  EXPECT_TRUE(absl::IsInvalidArgument(bad.status())) << bad.status();
+}
+
+TEST(ClientTest, ApplicationErrorsReachTheCaller) {
+  TcpCluster cluster;
+  auto client = ClientFor(cluster).Connect();
+  ASSERT_TRUE(client.ok());
+  // An operation this state machine does not know.
+  auto r = (*client)->SubmitCommand(codec::EncodeOperation(Total{})).get();
+  EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
+  // The session goes on.
+  EXPECT_EQ(Get((*client)->Submit(Add{.amount = 3, .id = 1})), 3);
+}
+
+}  // namespace
+}  // namespace caracal
