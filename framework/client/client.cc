@@ -207,6 +207,8 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       SetState(ClientState::kClosed);
       if (conn_) conn_->Close();
       conn_.reset();
+      if (reader_) reader_->Close();
+      reader_.reset();
       keep_alive_timer_.cancel();
       progress_timer_.cancel();
       reconnect_timer_.cancel();
@@ -501,27 +503,119 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     });
   }
 
+  QueryRequest QueryFor(const PendingQuery& q) const {
+    return QueryRequest{session_, next_sequence_ - 1, last_index_.load(), WireConsistency(q.consistency),
+                        q.operation};
+  }
+
   void SendQuery(uint64_t id) {
     auto it = queries_.find(id);
     if (it == queries_.end()) return;
-    const PendingQuery& q = it->second;
-    Request(QueryRequest{session_, next_sequence_ - 1, last_index_.load(),
-                         WireConsistency(q.consistency), q.operation},
-            [this, id](const ClientResponseValue& r) {
-              if (Retryable(r)) {
-                if (absl::IsAborted(r.status)) SendQuery(id);
-                return;
-              }
-              auto it = queries_.find(id);
-              if (it == queries_.end()) return;
-              ResultCallback done = std::move(it->second.done);
-              queries_.erase(it);
-              if (!r.status.ok()) return done(r.status);
-              const auto* result = std::get_if<QueryResult>(&r.body);
-              if (result == nullptr) return done(absl::InternalError("a query response without a result"));
-              NoteIndex(result->index);
-              done(result->result);
-            });
+    if (UseReader(it->second)) {
+      if (reader_ready_) {
+        SendOnReader(id);
+      } else if (!reader_) {
+        ConnectReader();  // sends the reader's queries once connected
+      }
+      return;
+    }
+    Request(QueryFor(it->second), [this, id](const ClientResponseValue& r) {
+      if (Retryable(r)) {
+        if (absl::IsAborted(r.status)) SendQuery(id);
+        return;
+      }
+      CompleteQuery(id, r);
+    });
+  }
+
+  void CompleteQuery(uint64_t id, const ClientResponseValue& r) {
+    auto it = queries_.find(id);
+    if (it == queries_.end()) return;
+    ResultCallback done = std::move(it->second.done);
+    queries_.erase(it);
+    if (!r.status.ok()) return done(r.status);
+    const auto* result = std::get_if<QueryResult>(&r.body);
+    if (result == nullptr) return done(absl::InternalError("a query response without a result"));
+    NoteIndex(result->index);
+    done(result->result);
+  }
+
+  // ---- the read connection (kAny, kFollowers): SEQUENTIAL queries ----
+
+  bool UseReader(const PendingQuery& q) const {
+    return options_.connection_strategy != ConnectionStrategy::kLeader && q.consistency == Consistency::kSequential &&
+           Clock::now() >= reader_backoff_until_;
+  }
+
+  void ConnectReader() {
+    std::vector<std::string> candidates;
+    std::string leader_address = members_.contains(leader_) ? members_[leader_] : current_address_;
+    for (const auto& a : servers_) {
+      if (options_.connection_strategy == ConnectionStrategy::kFollowers && a == leader_address) continue;
+      candidates.push_back(a);
+    }
+    if (candidates.empty()) candidates = servers_;
+    std::string address = candidates[reader_next_++ % candidates.size()];
+    reader_ = std::make_unique<client::ClientConnection>(io_, options_.cluster_id);
+    client::ClientConnection* conn = reader_.get();
+    conn->SetResponseHandler([this](ClientResponseValue r) {
+      auto it = reader_handlers_.find(r.request_id);
+      if (it == reader_handlers_.end()) return;
+      uint64_t id = it->second;
+      reader_handlers_.erase(it);
+      if (absl::IsUnavailable(r.status) || absl::IsAborted(r.status)) {
+        SendQueryOnMain(id);
+        return;
+      }
+      CompleteQuery(id, r);
+    });
+    conn->SetClosedHandler([this, conn](absl::Status) {
+      if (conn == reader_.get()) ReaderFailed();
+    });
+    conn->Connect(address, [this, conn](absl::Status st) {
+      if (conn != reader_.get()) return;
+      if (!st.ok()) return ReaderFailed();
+      reader_ready_ = true;
+      for (auto& [id, q] : queries_) {
+        if (UseReader(q)) SendOnReader(id);
+      }
+    });
+  }
+
+  void SendOnReader(uint64_t id) {
+    uint64_t request = next_request_id_++;
+    reader_handlers_[request] = id;
+    if (!reader_->Send(ClientRequestValue{request, QueryFor(queries_.at(id))}).ok()) ReaderFailed();
+  }
+
+  void SendQueryOnMain(uint64_t id) {
+    auto it = queries_.find(id);
+    if (it == queries_.end() || !conn_ready_) return;  // OnConnected resends it
+    Request(QueryFor(it->second), [this, id](const ClientResponseValue& r) {
+      if (Retryable(r)) {
+        if (absl::IsAborted(r.status)) SendQueryOnMain(id);
+        return;
+      }
+      CompleteQuery(id, r);
+    });
+  }
+
+  // The read server failed: its queries go to the session's server, and
+  // another read server is tried after a pause.
+  void ReaderFailed() {
+    if (reader_) reader_->Close();
+    reader_.reset();
+    reader_ready_ = false;
+    reader_backoff_until_ = Clock::now() + options_.attempt_timeout / 2;
+    std::map<uint64_t, uint64_t> stranded = std::exchange(reader_handlers_, {});
+    for (const auto& [request, id] : stranded) SendQueryOnMain(id);
+    for (auto& [id, q] : queries_) {
+      if (q.consistency == Consistency::kSequential && !std::any_of(stranded.begin(), stranded.end(), [&](auto& kv) {
+            return kv.second == id;
+          })) {
+        SendQueryOnMain(id);
+      }
+    }
   }
 
   void NoteIndex(Index index) {
@@ -633,6 +727,13 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   uint64_t next_query_ = 1;
   std::map<uint64_t, PendingQuery> queries_;
   std::atomic<uint64_t> last_index_ = 0;
+
+  // The read connection.
+  std::unique_ptr<client::ClientConnection> reader_;
+  bool reader_ready_ = false;
+  std::map<uint64_t, uint64_t> reader_handlers_;  // request id -> query id
+  size_t reader_next_ = 0;
+  Clock::time_point reader_backoff_until_{};
 
   // Events.
   std::map<std::string, EventHandler> event_handlers_;

@@ -130,6 +130,7 @@ class Server::Impl {
     info.apply_latency_avg_us = a.apply_latency_avg_us;
     info.apply_queue_depth = a.commit_target - a.applied;
     info.pending_queries = a.pending_queries;
+    info.queries_served = a.queries;
     info.live_commits = a.live_commits;
     info.port = tcp_ != nullptr ? tcp_->port() : 0;
     return info;

@@ -39,21 +39,29 @@ struct Applications : Query<uint64_t> {  // how often the Add with this id was a
   uint64_t id = 0;
   CARACAL_FIELDS(id)
 };
+struct Expired : Query<std::vector<uint64_t>> {  // sessions expired so far, in order
+  static constexpr std::string_view kName = "test.expired";
+  CARACAL_FIELDS()
+};
 struct Added {
   int64_t total = 0;
   int n = 0;
   CARACAL_FIELDS(total, n)
 };
 
-class CounterStateMachine : public StateMachine {
+class CounterStateMachine : public StateMachine, public SessionListener {
  public:
   void Configure(Executor& executor) override {
     executor.Register<Add>(this, &CounterStateMachine::OnAdd);
     executor.Register<Total>(this, &CounterStateMachine::OnTotal);
     executor.Register<Applications>(this, &CounterStateMachine::OnApplications);
+    executor.Register<Expired>(this, &CounterStateMachine::OnExpired);
   }
+  void OnExpire(const Session& s) override { expired_.push_back(s.id()); }
 
  private:
+  std::vector<uint64_t> OnExpired(Commit<Expired>) { return expired_; }
+  std::vector<uint64_t> expired_;
   int64_t OnAdd(Commit<Add> c) {
     total_ += c->amount;
     ++applied_[c->id];
@@ -119,6 +127,7 @@ class TcpCluster {
     return out;
   }
   const std::string& address(NodeId id) { return members_[id]; }
+  Server* server(NodeId id) { return servers_[id].get(); }
 
  private:
   std::map<NodeId, std::string> members_;
@@ -331,6 +340,99 @@ TEST(ClientTest, ApplicationErrorsReachTheCaller) {
   EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << r.status();
   // The session goes on.
   EXPECT_EQ(Get((*client)->Submit(Add{.amount = 3, .id = 1})), 3);
+}
+
+TEST(ClientTest, FollowersStrategySendsSequentialReadsToAFollowerAndSurvivesItsLoss) {
+  TcpCluster cluster;
+  NodeId leader = cluster.WaitForLeader();
+  ASSERT_NE(leader, 0u);
+  auto client = ClientFor(cluster).WithConnectionStrategy(ConnectionStrategy::kFollowers).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (int i = 1; i <= 20; ++i) {
+    ASSERT_EQ(Get((*client)->Submit(Add{.amount = 1, .id = static_cast<uint64_t>(i)})), i);
+    // A follower answers only once it applied what this client saw.
+    EXPECT_EQ(Get((*client)->Submit(Total{}, Consistency::kSequential)), i);
+  }
+  uint64_t follower_reads = 0;
+  for (NodeId id = 1; id <= 3; ++id) {
+    if (id != leader) follower_reads += cluster.server(id)->Info().queries_served;
+  }
+  EXPECT_EQ(follower_reads, 20u);
+  EXPECT_EQ(cluster.server(leader)->Info().queries_served, 0u);
+  // Losing that follower: reads fall back and go on.
+  for (NodeId id = 1; id <= 3; ++id) {
+    if (id != leader && cluster.server(id)->Info().queries_served > 0) cluster.Stop(id);
+  }
+  for (int i = 21; i <= 30; ++i) {
+    ASSERT_EQ(Get((*client)->Submit(Add{.amount = 1, .id = static_cast<uint64_t>(i)})), i);
+    EXPECT_EQ(Get((*client)->Submit(Total{}, Consistency::kSequential)), i);
+  }
+}
+
+// Registers a session over a raw connection and never keeps it alive.
+uint64_t AbandonedSession(const std::string& leader_address, uint64_t timeout_ms) {
+  boost::asio::io_context io;
+  client::ClientConnection raw(io, "caracal");
+  auto connected = raw.Connect(leader_address);
+  std::promise<serialization::ClientResponseValue> answer;
+  raw.SetResponseHandler([&](serialization::ClientResponseValue r) { answer.set_value(std::move(r)); });
+  boost::asio::post(io, [&] { (void)raw.Send({1, serialization::RegisterRequest{"abandoned", timeout_ms}}); });
+  auto f = answer.get_future();
+  std::thread t([&] { io.run_for(std::chrono::seconds(10)); });
+  bool ready = f.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  boost::asio::post(io, [&] {
+    raw.Close();
+    io.stop();
+  });
+  t.join();
+  EXPECT_TRUE(connected.get().ok());
+  if (!ready) return 0;
+  auto r = f.get();
+  EXPECT_TRUE(r.status.ok()) << r.status;
+  const auto* result = std::get_if<serialization::RegisterResult>(&r.body);
+  return result != nullptr ? result->session : 0;
+}
+
+TEST(ClientTest, AnAbandonedSessionExpiresInAnIdleClusterWhileLiveOnesSurviveALeaderChange) {
+  TcpCluster cluster;
+  NodeId leader = cluster.WaitForLeader();
+  ASSERT_NE(leader, 0u);
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 20; ++i) {
+    auto c = ClientFor(cluster).WithSessionTimeout(std::chrono::milliseconds(1000)).Connect();
+    ASSERT_TRUE(c.ok()) << c.status();
+    clients.push_back(*std::move(c));
+  }
+  std::vector<uint64_t> sessions;
+  for (auto& c : clients) sessions.push_back(c->session());
+  uint64_t abandoned = AbandonedSession(cluster.address(leader), 1000);
+  ASSERT_NE(abandoned, 0u);
+
+  // Nobody writes; the leader goes away; the idle sessions stay alive
+  // through the election (the new leader's Initialize entry restarts their
+  // clocks) while the abandoned one expires on log time.
+  cluster.Stop(leader);
+  std::vector<uint64_t> expired;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto r = clients[0]->Submit(Expired{}).get();
+    if (r.ok() && !r->empty()) {
+      expired = *r;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(expired, std::vector<uint64_t>{abandoned});
+  // Well past the live sessions' timeout: still the same sessions, still usable.
+  auto settle = std::chrono::steady_clock::now() + std::chrono::milliseconds(1500);
+  while (std::chrono::steady_clock::now() < settle) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // lets log time pass; not synchronisation
+  }
+  for (size_t i = 0; i < clients.size(); ++i) {
+    EXPECT_EQ(clients[i]->session(), sessions[i]);
+    EXPECT_EQ(Get(clients[i]->Submit(Add{.amount = 1, .id = 1000 + i})), static_cast<int64_t>(i + 1));
+  }
+  EXPECT_EQ(Get(clients[0]->Submit(Expired{})), std::vector<uint64_t>{abandoned});
 }
 
 }  // namespace

@@ -72,6 +72,7 @@ struct ServerInfo {
   double apply_latency_avg_us = 0;
   Index apply_queue_depth = 0;
   size_t pending_queries = 0;
+  uint64_t queries_served = 0;
   size_t live_commits = 0;
   uint16_t port = 0;          // TCP port (0 in embedded mode)
   bool failed = false;
