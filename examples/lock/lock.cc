@@ -12,17 +12,19 @@ namespace caracal::examples::lock {
 namespace {
 
 // Rejects the command being applied: nothing was changed, and the caller sees
-// `message` in its error status.
-[[noreturn]] void Reject(std::string message) { throw std::invalid_argument(std::move(message)); }
+// `code` and `message`.
+[[noreturn]] void Reject(absl::StatusCode code, std::string message) {
+  throw OperationError(absl::Status(code, message));
+}
 
 // Locks belong to sessions (they pass on when the session closes), so a
 // command without one has no owner to give the lock to.
 void RequireSessionAndName(const std::string& op, const Session& session, const std::string& name) {
   if (session.id() == 0) {
-    Reject(absl::StrCat(op, " '", name,
+    Reject(absl::StatusCode::kFailedPrecondition, absl::StrCat(op, " '", name,
                         "': locks belong to client sessions, and this command was submitted without one (session 0)"));
   }
-  if (name.empty()) Reject(absl::StrCat(op, ": the lock name must not be empty"));
+  if (name.empty()) Reject(absl::StatusCode::kInvalidArgument, absl::StrCat(op, ": the lock name must not be empty"));
 }
 
 }  // namespace
@@ -78,7 +80,8 @@ uint64_t LockStateMachine::OnUnlock(Commit<Unlock> commit) {
   const uint64_t session = commit.session().id();
   auto it = locks_.find(commit->name);
   if (it == locks_.end() || it->second.holder.session != session) {
-    Reject(absl::StrCat(std::string(Unlock::kName), " '", commit->name, "': session ", session,
+    Reject(absl::StatusCode::kPermissionDenied,
+           absl::StrCat(std::string(Unlock::kName), " '", commit->name, "': session ", session,
                         " does not hold this lock, so it may not unlock it (",
                         it == locks_.end() ? std::string("the lock is free")
                                            : absl::StrCat("it is held by session ", it->second.holder.session),

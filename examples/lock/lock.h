@@ -20,9 +20,9 @@
 // Lock answers false and keeps its place, and one Unlock releases.
 //
 // A rejected command (no session, empty name, Unlock by a non-holder) changes
-// nothing; the caller sees an error status whose message says why. (The
-// executor turns the exception a handler throws into that status; it has no
-// way yet for a handler to choose the status code, so the code is Internal.)
+// nothing; the caller sees an error status whose message says why:
+// FailedPrecondition (no session), InvalidArgument (empty name),
+// PermissionDenied (Unlock by a non-holder).
 //
 // Release tracking: the Lock (or TryLock) command that made a session the
 // holder or a waiter is kept live while that claim stands, and released when

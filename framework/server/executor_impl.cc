@@ -139,6 +139,26 @@ std::string ExecutorImpl::KnownOperations() const {
   return absl::StrJoin(names, ", ");
 }
 
+namespace {
+
+// A handler's OperationError, as its caller sees it.
+absl::Status HandlerError(const OperationError& e, std::string_view operation) {
+  absl::StatusCode code = e.status().code();
+  if (code == absl::StatusCode::kOk) {
+    return absl::InternalError(absl::StrCat("handler for '", std::string(operation),
+                                            "' threw an OperationError with an OK status"));
+  }
+  if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kAborted ||
+      code == absl::StatusCode::kUnauthenticated) {
+    return absl::InternalError(absl::StrCat("handler for '", std::string(operation), "' failed with ",
+                                            absl::StatusCodeToString(code),
+                                            " (a code reserved for the framework): ", std::string(e.status().message())));
+  }
+  return e.status();
+}
+
+}  // namespace
+
 absl::StatusOr<std::string> ExecutorImpl::ApplyCommand(Index index, LogTime time, uint64_t session,
                                                        std::string_view operation) {
   FireTimers(index, time);
@@ -161,6 +181,8 @@ absl::StatusOr<std::string> ExecutorImpl::ApplyCommand(Index index, LogTime time
         *view, Executor::HandlerContext{index, Time(std::chrono::microseconds(time_)), Session(session, this), false});
     if (!result.ok()) tracker_->Release(index);  // arguments did not decode: nothing holds it
     return result;
+  } catch (const OperationError& e) {
+    return HandlerError(e, current_operation_);
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("handler for '", current_operation_, "' threw: ", e.what()));
   }
@@ -181,6 +203,8 @@ absl::StatusOr<std::string> ExecutorImpl::RunQuery(uint64_t session, std::string
   try {
     result = it->second.handler(
         *view, Executor::HandlerContext{index_, Time(std::chrono::microseconds(time_)), Session(session, this), true});
+  } catch (const OperationError& e) {
+    result = HandlerError(e, current_operation_);
   } catch (const std::exception& e) {
     result = absl::InternalError(absl::StrCat("handler for query '", current_operation_, "' threw: ", e.what()));
   }

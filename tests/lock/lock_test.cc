@@ -223,6 +223,7 @@ TEST_F(LockTest, OnlyTheHolderMayUnlock) {
 
   auto by_waiter = h_.Submit(b, Unlock{.name = "x"});
   ASSERT_FALSE(by_waiter.ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(by_waiter.status())) << by_waiter.status();
   EXPECT_THAT(by_waiter.status().message(),
               HasSubstr(absl::StrCat("lock.unlock 'x': session ", b, " does not hold this lock, ",
                                      "so it may not unlock it (it is held by session ", a, ")")));
@@ -301,6 +302,7 @@ TEST_F(LockTest, ClosingTheHolderPassesItsLocksOn) {
 TEST_F(LockTest, CommandsWithoutASessionAreRejected) {
   for (auto result : {h_.Submit(0, Lock{.name = "x"}), h_.Submit(0, TryLock{.name = "x"})}) {
     ASSERT_FALSE(result.ok());
+    EXPECT_TRUE(absl::IsFailedPrecondition(result.status())) << result.status();
     EXPECT_THAT(result.status().message(),
                 HasSubstr("locks belong to client sessions, and this command was submitted without one (session 0)"));
   }

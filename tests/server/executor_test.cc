@@ -96,9 +96,10 @@ struct DescribeOp : Command<std::string> {
   CARACAL_FIELDS(note)
 };
 
-struct ThrowOp : Command<int64_t> {  // throws
+struct ThrowOp : Command<int64_t> {  // throws (an OperationError with `code` when it is not 0)
   static constexpr std::string_view kName = "test.throw";
-  CARACAL_FIELDS()
+  int code = 0;
+  CARACAL_FIELDS(code)
 };
 
 struct EffectOp : Command<void> {  // asks for a leader side effect
@@ -195,7 +196,10 @@ class TestStateMachine : public StateMachine {
                         " executor.now=", executor_->now().time_since_epoch().count());
   }
 
-  int64_t OnThrow(Commit<ThrowOp>) { throw std::runtime_error("the handler gave up"); }
+  int64_t OnThrow(Commit<ThrowOp> c) {
+    if (c->code != 0) throw OperationError(absl::Status(static_cast<absl::StatusCode>(c->code), "refused"));
+    throw std::runtime_error("the handler gave up");
+  }
 
   void OnEffect(Commit<EffectOp> commit) {
     std::string tag = commit->tag;
@@ -637,6 +641,17 @@ TEST_F(ExecutorErrorTest, HandlerThatThrowsIsAnErrorNamingTheOperation) {
   ExpectNothingChanged(3);
   // The state machine goes on.
   EXPECT_EQ(Run(2'001, SetOp{.key = "a", .value = 2}), 1);
+}
+
+TEST_F(ExecutorTest, AnOperationErrorReachesTheCallerWithItsCodeExceptTheFrameworksOwn) {
+  auto refused = Apply(1'000, ThrowOp{.code = static_cast<int>(absl::StatusCode::kFailedPrecondition)});
+  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
+  EXPECT_EQ(refused.status().message(), "refused");
+  // Unavailable would send a client to another server to retry forever.
+  auto reserved = Apply(1'001, ThrowOp{.code = static_cast<int>(absl::StatusCode::kUnavailable)});
+  EXPECT_TRUE(absl::IsInternal(reserved.status())) << reserved.status();
+  EXPECT_TRUE(Contains(reserved.status(), "UNAVAILABLE")) << reserved.status();
+  EXPECT_TRUE(Contains(reserved.status(), "refused")) << reserved.status();
 }
 
 TEST_F(ExecutorErrorTest, SchedulingFromAQueryIsAnErrorToTheCaller) {

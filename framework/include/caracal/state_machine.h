@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -58,6 +59,22 @@ class SessionSink {
   virtual void Publish(uint64_t session, std::string_view name, std::string payload) = 0;
 };
 }  // namespace internal
+
+// Throw from a command or query handler to fail the operation with
+// `status`: the caller receives that code and message (a handler that throws
+// anything else fails it with Internal). A command that throws must not have
+// changed state. Unavailable, Aborted and Unauthenticated are the framework's
+// (retry elsewhere, retry, session gone): a handler's status with one of
+// those codes reaches the caller as Internal, naming the code.
+class OperationError : public std::runtime_error {
+ public:
+  explicit OperationError(absl::Status status)
+      : std::runtime_error(std::string(status.message())), status_(std::move(status)) {}
+  const absl::Status& status() const { return status_; }
+
+ private:
+  absl::Status status_;
+};
 
 // The client session a command arrived on. Sessions are registered through
 // the log (id = the index of their Register entry). A command submitted
