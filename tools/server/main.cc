@@ -134,9 +134,22 @@ int main(int argc, char** argv) {
   std::filesystem::path status_path = status_file == "-" ? "" : status_file;
   std::mutex status_mu;
   caracal::Server* server_ptr = nullptr;
+  std::string last_role_key;
   auto write_status = [&] {
     std::lock_guard lock(status_mu);
     if (server_ptr != nullptr) WriteStatus(status_path, server_ptr->Info());
+  };
+  // On the raft thread: only role, term, leader and failure changes are
+  // written at once (a file write per commit would slow every commit); the
+  // main loop below refreshes commit and applied every 100 ms.
+  auto on_status_change = [&] {
+    std::lock_guard lock(status_mu);
+    if (server_ptr == nullptr) return;
+    caracal::ServerInfo info = server_ptr->Info();
+    std::string key = absl::StrCat(info.role, "/", info.term, "/", info.leader, "/", info.failed);
+    if (key == last_role_key) return;
+    last_role_key = key;
+    WriteStatus(status_path, info);
   };
   auto built = caracal::Server::Builder()
                    .WithId(id)
@@ -147,7 +160,7 @@ int main(int argc, char** argv) {
                    .WithElectionTimeout(std::chrono::milliseconds(election_ms))
                    .WithHeartbeatInterval(std::chrono::milliseconds(heartbeat_ms))
                    .WithStateMachine(factory)
-                   .OnStatusChange(write_status);
+                   .OnStatusChange(on_status_change);
   if (storage == "memory") built.InMemory();
   auto server = built.Build();
   if (!server.ok()) {
