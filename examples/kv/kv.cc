@@ -1,8 +1,24 @@
 #include "examples/kv/kv.h"
 
+#include <cassert>
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 
 namespace caracal::examples::kv {
+namespace {
+
+// Watches belong to sessions (they end when the session closes, and events
+// need a session to go to), so a command without one has nobody to notify.
+void RequireSession(std::string_view op, const Session& session, const std::string& prefix) {
+  if (session.id() == 0) {
+    throw OperationError(absl::FailedPreconditionError(absl::StrCat(
+        std::string(op), " '", prefix,
+        "': watches belong to client sessions, and this command was submitted without one (session 0)")));
+  }
+}
+
+}  // namespace
 
 void KvStateMachine::Configure(Executor& executor) {
   executor_ = &executor;
@@ -11,6 +27,8 @@ void KvStateMachine::Configure(Executor& executor) {
   executor.Register<Remove>(this, &KvStateMachine::OnRemove);
   executor.Register<CompareAndSet>(this, &KvStateMachine::OnCompareAndSet);
   executor.Register<Size>(this, &KvStateMachine::OnSize);
+  executor.Register<Watch>(this, &KvStateMachine::OnWatch);
+  executor.Register<Unwatch>(this, &KvStateMachine::OnUnwatch);
 }
 
 std::optional<std::string> KvStateMachine::Set(const std::string& key, std::string value, Index index,
@@ -32,19 +50,36 @@ std::optional<std::string> KvStateMachine::Set(const std::string& key, std::stri
       if (it != map_.end() && it->second.written_at == index) {
         map_.erase(it);
         ++expirations_;
+        Notify(key, std::nullopt, executor_->index());
       }
     });
   }
+  Notify(key, v.value, index);
   return previous;
 }
 
-std::optional<std::string> KvStateMachine::Erase(const std::string& key) {
+std::optional<std::string> KvStateMachine::Erase(const std::string& key, Index index) {
   auto it = map_.find(key);
   if (it == map_.end()) return std::nullopt;
   std::optional<std::string> previous = std::move(it->second.value);
   it->second.expiry.Cancel();
   map_.erase(it);
+  Notify(key, std::nullopt, index);
   return previous;
+}
+
+void KvStateMachine::Notify(const std::string& key, const std::optional<std::string>& value, Index index) const {
+  if (by_prefix_.empty()) return;
+  // Every prefix of `key` (shortest first, including "" and the key itself)
+  // that someone watches; a session watching several of them is told once.
+  std::set<uint64_t> sessions;
+  for (size_t length = 0; length <= key.size(); ++length) {
+    auto it = by_prefix_.find(key.substr(0, length));
+    if (it != by_prefix_.end()) sessions.insert(it->second.begin(), it->second.end());
+  }
+  if (sessions.empty()) return;
+  const Changed event{.key = key, .value = value, .index = index};
+  for (uint64_t id : sessions) watchers_.at(id).session.Publish(kChangedEvent, event);
 }
 
 std::optional<std::string> KvStateMachine::OnPut(Commit<Put> commit) {
@@ -64,7 +99,7 @@ std::optional<std::string> KvStateMachine::OnGet(Commit<Get> commit) {
 std::optional<std::string> KvStateMachine::OnRemove(Commit<Remove> commit) {
   // A tombstone: it changes state only by cancelling earlier puts, so it is
   // released at once (the compactor keeps it until those puts are gone).
-  return Erase(commit->key);
+  return Erase(commit->key, commit.index());
 }
 
 bool KvStateMachine::OnCompareAndSet(Commit<CompareAndSet> commit) {
@@ -81,9 +116,65 @@ bool KvStateMachine::OnCompareAndSet(Commit<CompareAndSet> commit) {
 
 uint64_t KvStateMachine::OnSize(Commit<Size>) { return map_.size(); }
 
+bool KvStateMachine::OnWatch(Commit<Watch> commit) {
+  RequireSession(Watch::kName, commit.session(), commit->prefix);
+  const uint64_t id = commit.session().id();
+  const std::string prefix = commit->prefix;
+  auto [it, inserted] = watchers_.try_emplace(id);
+  if (inserted) it->second.session = commit.session();
+  // Already watched: the first Watch stays live, this one is released on return.
+  if (it->second.watches.contains(prefix)) return false;
+  it->second.watches.emplace(prefix, std::move(commit));
+  by_prefix_[prefix].insert(id);
+  CheckInvariants();
+  return true;
+}
+
+bool KvStateMachine::OnUnwatch(Commit<Unwatch> commit) {
+  RequireSession(Unwatch::kName, commit.session(), commit->prefix);
+  const uint64_t id = commit.session().id();
+  auto it = watchers_.find(id);
+  if (it == watchers_.end() || it->second.watches.erase(commit->prefix) == 0) return false;  // releases the Watch
+  if (it->second.watches.empty()) watchers_.erase(it);
+  auto sessions = by_prefix_.find(commit->prefix);
+  sessions->second.erase(id);
+  if (sessions->second.empty()) by_prefix_.erase(sessions);
+  CheckInvariants();
+  return true;
+}
+
+void KvStateMachine::OnClose(const Session& session) {
+  auto it = watchers_.find(session.id());
+  if (it == watchers_.end()) return;
+  for (const auto& [prefix, watch] : it->second.watches) {
+    auto sessions = by_prefix_.find(prefix);
+    sessions->second.erase(session.id());
+    if (sessions->second.empty()) by_prefix_.erase(sessions);
+  }
+  watchers_.erase(it);  // releases the session's Watch commands
+  CheckInvariants();
+}
+
+void KvStateMachine::CheckInvariants() const {
+#ifndef NDEBUG
+  std::map<std::string, std::set<uint64_t>> expected;
+  for (const auto& [id, watcher] : watchers_) {
+    assert(id != 0 && watcher.session.id() == id && !watcher.watches.empty());
+    for (const auto& [prefix, watch] : watcher.watches) expected[prefix].insert(id);
+  }
+  assert(expected == by_prefix_);
+#endif
+}
+
 std::string KvStateMachine::Digest() const {
   std::string out;
   for (const auto& [k, v] : map_) absl::StrAppend(&out, k, "=", v.value, "@", v.written_at, v.expiry.active() ? "~" : "", ";");
+  if (!watchers_.empty()) {
+    absl::StrAppend(&out, "|watches:");
+    for (const auto& [id, watcher] : watchers_) {
+      for (const auto& [prefix, watch] : watcher.watches) absl::StrAppend(&out, id, ":", prefix, "@", watch.index(), ";");
+    }
+  }
   return out;
 }
 

@@ -2,18 +2,33 @@
 #define CARACAL_EXAMPLES_KV_KV_H_
 
 // The key-value example: a replicated map with put/get/remove, put with a
-// time-to-live (expired by a log-time timer, identically on every server) and
-// compare-and-set.
+// time-to-live (expired by a log-time timer, identically on every server),
+// compare-and-set, and watches.
 //
 // Each live key keeps the Commit of the Put that wrote it: the entry stays in
 // the log while it defines the value, and is released when the key is
 // overwritten, removed or expires — which is what lets the compactor drop
 // everything else.
+//
+// Watches. Watch{prefix} registers the calling session's interest in every key
+// that starts with `prefix` (the empty prefix: every key). From then on each
+// change of such a key publishes a kChangedEvent ("kv.changed", a Changed) to
+// that session: a Put (even of the same value: it is a new write), a
+// successful CompareAndSet, a Remove of a present key, and a TTL expiry. A
+// session watching several prefixes that match one key receives one event per
+// change. Watches belong to sessions: a Watch without one (session 0) is
+// rejected (FailedPrecondition), and a session's watches end with it (SessionListener::OnClose) or
+// with Unwatch{prefix}. The Watch command is kept live (release tracking)
+// while its watch stands, so replaying the live entries rebuilds the watches.
+// Events go out in ascending session order, so every server publishes the
+// same events at the same index.
 
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
+#include <string_view>
 
 #include "caracal/operation.h"
 #include "caracal/state_machine.h"
@@ -58,7 +73,41 @@ struct Size : Query<uint64_t> {
   CARACAL_FIELDS()
 };
 
-class KvStateMachine : public StateMachine {
+// Watches keys starting with `prefix` for the calling session. Returns false
+// (and changes nothing) when the session already watched exactly `prefix`.
+struct Watch : Command<bool> {
+  static constexpr std::string_view kName = "kv.watch";
+  std::string prefix;
+  CARACAL_FIELDS(prefix)
+  // Live while the watch stands.
+  CompactionMode compaction() const { return CompactionMode::kRelease; }
+};
+
+// Ends the calling session's watch of exactly `prefix`. Returns whether there
+// was one.
+struct Unwatch : Command<bool> {
+  static constexpr std::string_view kName = "kv.unwatch";
+  std::string prefix;
+  CARACAL_FIELDS(prefix)
+  // It changes state only by ending a Watch: a tombstone.
+  CompactionMode compaction() const { return CompactionMode::kTombstone; }
+};
+
+// The name of the event a watching session receives for each change.
+inline constexpr std::string_view kChangedEvent = "kv.changed";
+
+// Published as kChangedEvent.
+struct Changed {
+  std::string key;
+  std::optional<std::string> value;  // the new value; nullopt: removed or expired
+  Index index = 0;                   // where it changed (the command, or the entry whose time fired the TTL)
+  CARACAL_FIELDS(key, value, index)
+  friend bool operator==(const Changed&, const Changed&) = default;
+};
+
+// Invariants: watchers_ and by_prefix_ describe the same set of (session,
+// prefix) pairs, and neither holds an empty set or map.
+class KvStateMachine : public StateMachine, public SessionListener {
  public:
   void Configure(Executor& executor) override;
 
@@ -67,8 +116,14 @@ class KvStateMachine : public StateMachine {
   std::optional<std::string> OnRemove(Commit<Remove> commit);
   bool OnCompareAndSet(Commit<CompareAndSet> commit);
   uint64_t OnSize(Commit<Size> commit);
+  bool OnWatch(Commit<Watch> commit);
+  bool OnUnwatch(Commit<Unwatch> commit);
 
-  // For tests: a digest of the whole map (keys, values, expiry deadlines).
+  // Expiry and unregistration both end in OnClose: the session's watches end.
+  void OnClose(const Session& session) override;
+
+  // For tests: a digest of the whole map (keys, values, expiry deadlines) and
+  // of the watches.
   std::string Digest() const;
   uint64_t expirations() const { return expirations_; }
 
@@ -81,11 +136,21 @@ class KvStateMachine : public StateMachine {
   };
   std::optional<std::string> Set(const std::string& key, std::string value, Index index, int64_t ttl_ms,
                                  std::optional<Commit<Put>> put);
-  std::optional<std::string> Erase(const std::string& key);
+  std::optional<std::string> Erase(const std::string& key, Index index);
+  // Tells every session watching a prefix of `key` that it changed at `index`.
+  void Notify(const std::string& key, const std::optional<std::string>& value, Index index) const;
+  void CheckInvariants() const;
+
+  struct Watcher {
+    Session session{0};                           // from its Watch commits: reaches its client
+    std::map<std::string, Commit<Watch>> watches;  // prefix -> the Watch that made it, held live
+  };
 
   Executor* executor_ = nullptr;
   std::map<std::string, Value> map_;
   uint64_t expirations_ = 0;
+  std::map<uint64_t, Watcher> watchers_;                     // session -> its watches
+  std::map<std::string, std::set<uint64_t>> by_prefix_;      // prefix -> sessions watching it
 };
 
 }  // namespace caracal::examples::kv

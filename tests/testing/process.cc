@@ -11,8 +11,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include "absl/strings/str_cat.h"
@@ -22,10 +25,19 @@ extern char** environ;
 namespace caracal::testing {
 
 absl::StatusOr<Process> Process::Spawn(const std::vector<std::string>& argv, const std::filesystem::path& output) {
+  return Spawn(argv, output, std::filesystem::path());
+}
+
+absl::StatusOr<Process> Process::Spawn(const std::vector<std::string>& argv, const std::filesystem::path& out,
+                                       const std::filesystem::path& err) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, output.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 1, out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  if (err.empty()) {
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  } else {
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+  }
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -86,12 +98,41 @@ void Process::KillAndWait() {
   }
 }
 
+absl::StatusOr<Completed> RunToExit(const std::vector<std::string>& argv, const std::filesystem::path& directory,
+                              std::chrono::milliseconds timeout) {
+  static std::atomic<int> runs{0};
+  const std::string name = absl::StrCat("run-", getpid(), "-", ++runs);
+  const std::filesystem::path out = directory / (name + ".out"), err = directory / (name + ".err");
+  auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<Process> p = Process::Spawn(argv, out, err);
+  if (!p.ok()) return p.status();
+  Completed done;
+  done.exit_code = p->Wait(timeout);
+  if (!done.exit_code) p->KillAndWait();
+  done.elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - start);
+  done.out = ReadFile(out);
+  done.err = ReadFile(err);
+  return done;
+}
+
+std::string ReadFile(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+bool WaitForText(const std::filesystem::path& file, std::string_view text, std::chrono::milliseconds timeout) {
+  return WaitForFiles({file.parent_path()}, timeout,
+                      [&] { return ReadFile(file).find(text) != std::string::npos; });
+}
+
 bool WaitForFiles(const std::vector<std::filesystem::path>& directories, std::chrono::milliseconds timeout,
                   const std::function<bool()>& ready) {
   int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (fd < 0) throw std::runtime_error("inotify_init1 failed");
   for (const auto& d : directories) {
-    inotify_add_watch(fd, d.c_str(), IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE);
+    inotify_add_watch(fd, d.c_str(), IN_MODIFY | IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE);
   }
   auto deadline = std::chrono::steady_clock::now() + timeout;
   bool ok = ready();

@@ -12,6 +12,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -22,6 +23,9 @@ class Process {
  public:
   // Starts `argv[0]` with `argv`; stdout and stderr go to `output` (appended).
   static absl::StatusOr<Process> Spawn(const std::vector<std::string>& argv, const std::filesystem::path& output);
+  // The same, with stdout and stderr in separate files (appended).
+  static absl::StatusOr<Process> Spawn(const std::vector<std::string>& argv, const std::filesystem::path& out,
+                                       const std::filesystem::path& err);
   Process() = default;
   Process(Process&& other) noexcept;
   Process& operator=(Process&& other) noexcept;
@@ -39,8 +43,28 @@ class Process {
   std::optional<int> status_;
 };
 
-// Calls `ready` whenever a file in `directory` (not recursive) is written or
-// renamed into place, and once at the start; returns true as soon as `ready`
+// How a program run to completion (Run) ended, and what it printed.
+struct Completed {
+  std::optional<int> exit_code;  // nullopt: it was still running at the deadline (and was SIGKILLed)
+  std::string out;               // its stdout
+  std::string err;               // its stderr
+  std::chrono::milliseconds elapsed{0};
+};
+
+// Runs `argv` until it exits or `timeout` passes (then SIGKILLs it), with its
+// stdout and stderr captured in fresh files under `directory`.
+absl::StatusOr<Completed> RunToExit(const std::vector<std::string>& argv, const std::filesystem::path& directory,
+                              std::chrono::milliseconds timeout);
+
+// The whole content of `file` ("" if it cannot be read).
+std::string ReadFile(const std::filesystem::path& file);
+
+// Waits up to `timeout` until `file` (written by a child, say) contains
+// `text`; true if it does.
+bool WaitForText(const std::filesystem::path& file, std::string_view text, std::chrono::milliseconds timeout);
+
+// Calls `ready` whenever a file in `directory` (not recursive) is written to,
+// closed after writing or renamed into place, and once at the start; returns true as soon as `ready`
 // does, false when `timeout` passes first.
 bool WaitForFiles(const std::vector<std::filesystem::path>& directories, std::chrono::milliseconds timeout,
                   const std::function<bool()>& ready);

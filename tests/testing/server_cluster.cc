@@ -29,6 +29,12 @@ std::string ServerCluster::Members() const {
   return absl::StrJoin(parts, ",");
 }
 
+std::string ServerCluster::Addresses() const {
+  std::vector<std::string> parts;
+  for (uint16_t port : ports_) parts.push_back(absl::StrCat("127.0.0.1:", port));
+  return absl::StrJoin(parts, ",");
+}
+
 std::filesystem::path ServerCluster::DataDir(NodeId id) const { return directory_ / absl::StrCat("server-", id); }
 
 void ServerCluster::StartAll() {

@@ -45,6 +45,8 @@ class ServerCluster {
   std::optional<ServerStatus> Leader();
   bool WaitFor(std::chrono::milliseconds timeout, const std::function<bool()>& ready);
   std::string Members() const;
+  // Every server's address, for clients: "127.0.0.1:P1,127.0.0.1:P2,...".
+  std::string Addresses() const;
   std::filesystem::path DataDir(NodeId id) const;
   std::string Output(NodeId id) const;  // what it printed, for failure messages
   int size() const { return static_cast<int>(ports_.size()); }
