@@ -60,6 +60,25 @@ const char* ClientStateName(ClientState state) {
   return "?";
 }
 
+// ---- ClientRuntime ----
+
+struct ClientRuntime::Impl {
+  boost::asio::io_context io;
+  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+  std::thread thread;
+};
+
+ClientRuntime::ClientRuntime() : impl_(std::make_unique<Impl>()) {
+  impl_->thread = std::thread([this] { impl_->io.run(); });
+}
+
+ClientRuntime::~ClientRuntime() {
+  impl_->work.reset();
+  impl_->thread.join();
+}
+
+std::shared_ptr<ClientRuntime> ClientRuntime::Create() { return std::shared_ptr<ClientRuntime>(new ClientRuntime()); }
+
 // Everything below runs on the client's io thread unless it says otherwise.
 //
 // Ordering (DESIGN.md section 6) is decided here, in Sequence(): responses
@@ -71,7 +90,8 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
  public:
   explicit Impl(ClientOptions options)
       : options_(std::move(options)),
-        work_(io_.get_executor()),
+        runtime_(options_.runtime ? options_.runtime : ClientRuntime::Create()),
+        io_(runtime_->impl_->io),
         keep_alive_timer_(io_),
         progress_timer_(io_),
         reconnect_timer_(io_) {
@@ -94,7 +114,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     }
     auto registered = std::make_shared<std::promise<absl::Status>>();
     auto future = registered->get_future();
-    thread_ = std::thread([this] { io_.run(); });
+    open_ = true;
     boost::asio::post(io_, [this, registered] {
       on_registered_ = registered;
       ScheduleKeepAlive();
@@ -150,7 +170,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   uint64_t last_index() const { return last_index_.load(); }
 
   absl::Status Close() {
-    if (!thread_.joinable()) return absl::OkStatus();
+    if (!open_) return absl::OkStatus();
     auto done = std::make_shared<std::promise<absl::Status>>();
     auto future = done->get_future();
     boost::asio::post(io_, [this, done] {
@@ -200,8 +220,9 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void Shutdown() {
-    if (!thread_.joinable()) return;
-    boost::asio::post(io_, [this] {
+    if (!open_.exchange(false)) return;
+    std::promise<void> stopped;
+    boost::asio::post(io_, [this, &stopped] {
       FailEverything(absl::CancelledError("the client was closed"));
       closed_ = true;
       SetState(ClientState::kClosed);
@@ -212,9 +233,12 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       keep_alive_timer_.cancel();
       progress_timer_.cancel();
       reconnect_timer_.cancel();
-      work_.reset();
+      // The cancelled timers' handlers are queued now: once this runs, they
+      // ran (and did nothing), and nothing of this client is left on the
+      // runtime's queue.
+      boost::asio::post(io_, [&stopped] { stopped.set_value(); });
     });
-    thread_.join();
+    stopped.get_future().wait();
   }
 
   void SetState(ClientState s) {
@@ -684,9 +708,9 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   ClientOptions options_;
-  boost::asio::io_context io_;
-  boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work_;
-  std::thread thread_;
+  std::shared_ptr<ClientRuntime> runtime_;
+  boost::asio::io_context& io_;
+  std::atomic<bool> open_ = false;
   boost::asio::steady_timer keep_alive_timer_;
   boost::asio::steady_timer progress_timer_;
   boost::asio::steady_timer reconnect_timer_;
@@ -783,6 +807,10 @@ Client::Builder& Client::Builder::WithAttemptTimeout(std::chrono::milliseconds t
 }
 Client::Builder& Client::Builder::WithQueryTimeout(std::chrono::milliseconds timeout) {
   options_.query_timeout = timeout;
+  return *this;
+}
+Client::Builder& Client::Builder::WithRuntime(std::shared_ptr<ClientRuntime> runtime) {
+  options_.runtime = std::move(runtime);
   return *this;
 }
 absl::StatusOr<std::unique_ptr<Client>> Client::Builder::Connect() { return Client::Connect(options_); }

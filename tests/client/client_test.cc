@@ -321,6 +321,29 @@ TEST(ClientTest, CloseStrategyClosesTheClientWhenItsSessionIsGone) {
   EXPECT_EQ(Get((*other)->Submit(Add{.amount = 2, .id = 2})), 2);
 }
 
+TEST(ClientTest, ManySessionsShareOneRuntime) {
+  TcpCluster cluster;
+  auto runtime = ClientRuntime::Create();
+  std::vector<std::unique_ptr<Client>> clients;
+  for (int i = 0; i < 10; ++i) {
+    auto c = ClientFor(cluster).WithRuntime(runtime).Connect();
+    ASSERT_TRUE(c.ok()) << c.status();
+    clients.push_back(*std::move(c));
+  }
+  std::vector<std::future<absl::StatusOr<int64_t>>> results;
+  for (int round = 0; round < 10; ++round) {
+    for (size_t i = 0; i < clients.size(); ++i) {
+      results.push_back(clients[i]->Submit(Add{.amount = 1, .id = round * 100 + i}));
+    }
+  }
+  for (auto& r : results) Get(std::move(r));
+  EXPECT_EQ(Get(clients[0]->Submit(Total{})), 100);
+  // Closing some leaves the others (and the shared thread) working.
+  for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(clients[i]->Close().ok());
+  EXPECT_EQ(Get(clients[9]->Submit(Add{.amount = 1, .id = 5000})), 101);
+  clients.clear();
+}
+
 TEST(ClientTest, AnUnreachableClusterFailsConnectWithAClearError) {
   std::string nobody = absl::StrCat("127.0.0.1:", testing::PickFreePort());
   auto client = Client::Builder().WithServers({nobody}).WithConnectTimeout(std::chrono::milliseconds(500)).Connect();

@@ -268,6 +268,7 @@ int main(int argc, char** argv) {
   Config config;
   std::string servers, pids_text, consistency = "linearizable", server_binary, data_dir;
   int start_servers = 3;
+  int client_threads = 1;
   bool json = false, memory = false;
   app.add_option("--servers", servers, "an existing cluster: host:port,... (default: start --start servers)");
   app.add_option("--pids", pids_text, "with --servers: the server processes' pids, for CPU and RSS");
@@ -277,6 +278,8 @@ int main(int argc, char** argv) {
   app.add_flag("--memory", memory, "started servers keep their log in memory (no fsync)");
   app.add_option("--clients", config.clients, "concurrent sessions, one operation in flight each")
       ->check(CLI::Range(1, 4096));
+  app.add_option("--client-threads", client_threads, "threads the sessions share (ClientRuntime)")
+      ->check(CLI::Range(1, 64));
   app.add_option("--duration-s", config.duration_s, "measured seconds")->check(CLI::PositiveNumber);
   app.add_option("--warmup-s", config.warmup_s, "unmeasured seconds first")->check(CLI::NonNegativeNumber);
   app.add_option("--workload", config.workload, "put | get | mixed")
@@ -323,6 +326,8 @@ int main(int argc, char** argv) {
   }
 
   // Sessions.
+  std::vector<std::shared_ptr<caracal::ClientRuntime>> runtimes;
+  for (int i = 0; i < client_threads; ++i) runtimes.push_back(caracal::ClientRuntime::Create());
   std::vector<std::unique_ptr<Worker>> workers;
   for (int i = 0; i < config.clients; ++i) {
     auto w = std::make_unique<Worker>();
@@ -330,6 +335,7 @@ int main(int argc, char** argv) {
     auto client = caracal::Client::Builder()
                       .WithServers(addresses)
                       .WithClientId(absl::StrCat("bench-", i))
+                      .WithRuntime(runtimes[i % runtimes.size()])
                       .WithSessionTimeout(std::chrono::seconds(10))
                       .WithConnectTimeout(std::chrono::seconds(20))
                       .Connect();

@@ -32,10 +32,11 @@
 // queries there too; kAny and kFollowers send them over a second connection
 // to any server / preferably a follower, spreading read load.
 //
-// Threading: the client owns one thread. Every member function is
-// thread-safe. Callbacks (submit callbacks, event handlers, state listeners)
-// run on the client's thread in delivery order: keep them short and never
-// wait on a future of this client inside one.
+// Threading: a client runs on one thread, its own or a shared ClientRuntime's.
+// Every member function is thread-safe. Callbacks (submit callbacks, event
+// handlers, state listeners) run on that thread in delivery order: keep them
+// short, never wait on a future of a client inside one, and never close or
+// destroy a client of the same runtime from one.
 //
 // Errors a future or callback can carry: the operation's own error (as its
 // handler returned it), Unauthenticated (the session expired before the
@@ -56,6 +57,24 @@
 #include "caracal/operation.h"
 
 namespace caracal {
+
+// The thread a client's networking and callbacks run on. By default every
+// Client makes its own; many clients (sessions) in one process can share one
+// runtime, and so one thread, instead of a thread each. A runtime lives as
+// long as its last client (or the caller's reference).
+class ClientRuntime {
+ public:
+  static std::shared_ptr<ClientRuntime> Create();
+  ~ClientRuntime();
+  ClientRuntime(const ClientRuntime&) = delete;
+  ClientRuntime& operator=(const ClientRuntime&) = delete;
+
+ private:
+  friend class Client;
+  struct Impl;
+  ClientRuntime();
+  std::unique_ptr<Impl> impl_;
+};
 
 enum class ConnectionStrategy { kAny, kLeader, kFollowers };
 enum class RecoveryStrategy { kRecover, kClose };
@@ -78,6 +97,8 @@ struct ClientOptions {
   // Queries fail with DeadlineExceeded after this; commands never time out
   // while the session lives (a later command could not run without them).
   std::chrono::milliseconds query_timeout{10000};
+  // Shared with other clients; null: this client runs its own thread.
+  std::shared_ptr<ClientRuntime> runtime;
 };
 
 class Client {
@@ -98,6 +119,7 @@ class Client {
     Builder& WithConnectTimeout(std::chrono::milliseconds timeout);
     Builder& WithAttemptTimeout(std::chrono::milliseconds timeout);
     Builder& WithQueryTimeout(std::chrono::milliseconds timeout);
+    Builder& WithRuntime(std::shared_ptr<ClientRuntime> runtime);
     // Connects and registers a session (blocks up to the connect timeout).
     absl::StatusOr<std::unique_ptr<Client>> Connect();
 
