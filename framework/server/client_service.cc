@@ -104,7 +104,19 @@ void ClientService::ProposeAndWait(EntryType type, std::string payload, std::fun
     return;
   }
   apply_->ExpectOutcome(proposed->first, proposed->second, OnIo(std::move(done)));
-  node_->Flush();
+  FlushSoon();
+}
+
+void ClientService::FlushSoon() {
+  // Everything proposed in this turn of the io loop goes out as one write and
+  // one AppendEntries per follower.
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  boost::asio::post(io_, [this, alive = alive_] {
+    if (!*alive) return;
+    flush_posted_ = false;
+    node_->Flush();
+  });
 }
 
 void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {

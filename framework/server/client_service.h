@@ -93,6 +93,7 @@ class ClientService {
   // Runs `fn` on the io thread later, unless the service stopped.
   std::function<void(Outcome)> OnIo(std::function<void(Outcome)> fn);
   void FlushKeepAlives();
+  void FlushSoon();
   void ScheduleDuties();
   void RunDuties();
   bool IsLeader() const;
@@ -107,6 +108,7 @@ class ClientService {
   boost::asio::steady_timer duty_timer_;
   std::vector<PendingKeepAlive> keep_alives_;
   bool keep_alive_flush_posted_ = false;
+  bool flush_posted_ = false;
   std::map<uint64_t, std::pair<Index, std::chrono::steady_clock::time_point>> expiring_;  // session -> proposal
   Index time_entry_ = 0;  // the last Time entry proposed (done once applied)
   std::vector<serialization::MemberValue> member_list_;
