@@ -12,6 +12,7 @@
 
 #include <signal.h>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -115,6 +116,13 @@ ProcessStats ReadProcess(pid_t pid) {
     if (line.rfind("VmRSS:", 0) == 0) s.rss_mb = std::stod(line.substr(6)) / 1024.0;
   }
   return s;
+}
+
+double SelfCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
 uint16_t FreePort() {
@@ -366,6 +374,7 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::duration<double>(config.warmup_s));
   std::vector<ProcessStats> before;
   for (pid_t p : pids) before.push_back(ReadProcess(p));
+  double self_before = SelfCpuSeconds();
   auto start = Clock::now();
   load.StartMeasuring();
   auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config.duration_s));
@@ -384,6 +393,7 @@ int main(int argc, char** argv) {
   double seconds = std::chrono::duration<double>(Clock::now() - start).count();
   std::vector<ProcessStats> after;
   for (pid_t p : pids) after.push_back(ReadProcess(p));
+  double load_cpu = SelfCpuSeconds() - self_before;
   if (!json) std::fprintf(stderr, "\n");
   // Let the last operations drain before the clients close.
   auto drain = Clock::now() + std::chrono::seconds(10);
@@ -413,12 +423,13 @@ int main(int argc, char** argv) {
     std::printf(
         "{\"workload\":\"%s\",\"clients\":%d,\"seconds\":%.3f,\"ops\":%.0f,\"errors\":%" PRIu64
         ",\"ops_per_s\":%.1f,\"p50_ms\":%.4f,\"p90_ms\":%.4f,\"p99_ms\":%.4f,\"p999_ms\":%.4f,"
-        "\"server_cpu_s\":[%s],\"cpu_us_per_op\":%.2f,\"server_rss_mb\":[%s],\"key_bytes\":%zu,\"value_bytes\":%zu}\n",
+        "\"server_cpu_s\":[%s],\"cpu_us_per_op\":%.2f,\"server_rss_mb\":[%s],\"key_bytes\":%zu,\"value_bytes\":%zu,"
+        "\"load_generator_cpu_s\":%.3f}\n",
         workload.c_str(), config.clients, seconds, ops, errors, ops / seconds, ms(0.5), ms(0.9), ms(0.99), ms(0.999),
         absl::StrJoin(cpu, ",", [](std::string* out, double v) { absl::StrAppend(out, absl::StrFormat("%.3f", v)); }).c_str(),
         us_per_op,
         absl::StrJoin(rss, ",", [](std::string* out, double v) { absl::StrAppend(out, absl::StrFormat("%.1f", v)); }).c_str(),
-        config.key_bytes, config.value_bytes);
+        config.key_bytes, config.value_bytes, load_cpu);
   } else {
     std::printf("%-22s %7s %10s %10s %8s %8s %8s %8s %20s %10s %20s\n", "workload", "clients", "ops", "ops/s",
                 "p50 ms", "p90 ms", "p99 ms", "p999 ms", "server cpu s", "cpu us/op", "server rss MB");
@@ -427,6 +438,7 @@ int main(int argc, char** argv) {
                 absl::StrJoin(cpu, "/", [](std::string* o, double v) { absl::StrAppend(o, absl::StrFormat("%.2f", v)); }).c_str(),
                 us_per_op,
                 absl::StrJoin(rss, "/", [](std::string* o, double v) { absl::StrAppend(o, absl::StrFormat("%.0f", v)); }).c_str());
+    std::printf("load generator: %.2f s CPU (%.1f us/op)\n", load_cpu, ops > 0 ? load_cpu * 1e6 / ops : 0);
     if (errors > 0) std::printf("errors: %" PRIu64 " (last: %s)\n", errors, last_error.c_str());
   }
   workers.clear();
