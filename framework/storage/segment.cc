@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
+#include <optional>
 #include <variant>
 
 #include "absl/strings/str_cat.h"
@@ -124,6 +125,23 @@ Term TermFromRuns(const std::vector<TermRun>& runs, Index index) {
   return it == runs.begin() ? 0 : std::prev(it)->term;
 }
 
+namespace {
+
+// The first offset after `bad` (within a bounded window) where a whole,
+// checksummed log record starts.
+std::optional<uint64_t> FindValidRecordAfter(std::string_view data, uint64_t bad) {
+  constexpr uint64_t kWindow = 4u << 20;
+  uint64_t end = std::min<uint64_t>(data.size(), bad + kWindow);
+  for (uint64_t at = bad + 1; at + 8 <= end; ++at) {
+    serialization::RecordView view = serialization::ReadRecord(data.substr(at));
+    if (view.kind != serialization::RecordView::Kind::kOk) continue;
+    if (serialization::DecodeLogRecordBody(view.body).ok()) return at;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view data, bool strict, Term prev_term) {
   SegmentScan scan;
   // Every problem goes through here: fatal in a sealed segment, the end of
@@ -131,6 +149,15 @@ absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view 
   auto problem = [&](const std::string& what, uint64_t offset) -> absl::StatusOr<SegmentScan> {
     std::string reason = absl::StrCat(what, " at offset ", offset);
     if (strict) return absl::DataLossError(absl::StrCat("segment ", std::string(name), ": ", reason));
+    // A torn write leaves garbage only at the very end. A valid record
+    // further on means the damage is in the middle of written (and maybe
+    // acknowledged) data: refuse rather than cut it off.
+    if (std::optional<uint64_t> later = FindValidRecordAfter(data, offset)) {
+      return absl::DataLossError(absl::StrCat(
+          "segment ", std::string(name), ": ", reason, ", yet a valid record follows at offset ", *later,
+          ": the log is corrupt in the middle, not torn at its end; refusing to drop the entries after it "
+          "(inspect with caracal-log verify)"));
+    }
     scan.torn_reason = reason;
     return std::move(scan);
   };

@@ -178,7 +178,11 @@ TEST_F(LogCrashTest, TornTailIsTruncatedOnOpenToAnExactPrefix) {
   }
 }
 
-TEST_F(LogCrashTest, BitFlipInTheTailEndsTheLogBeforeTheDamagedRecord) {
+// A damaged last record is a torn write: the log ends before it. Damage
+// with whole records after it is corruption of written data: Open refuses
+// (cutting there would drop entries that may have been acknowledged).
+TEST_F(LogCrashTest, BitFlipInTheTailCutsATornLastRecordAndRefusesDamageInTheMiddle) {
+  int cut = 0, refused = 0;
   for (uint64_t seed : Seeds(300)) {
     SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: CARACAL_SEED=", seed, ")"));
     std::mt19937_64 rng(seed);
@@ -188,12 +192,25 @@ TEST_F(LogCrashTest, BitFlipInTheTailEndsTheLogBeforeTheDamagedRecord) {
     uint64_t offset = rng() % data.size();
     data[offset] = static_cast<char>(data[offset] ^ (1 << (rng() % 8)));
     WriteBytes(tail, data);
+    bool in_last_record = offset >= tail_records_.back().offset;
+    bool in_header = offset < kSegmentHeaderBytes;
 
     auto log = Log::Open(Options(dir));
-    ASSERT_TRUE(log.ok()) << log.status();
-    ExpectExactPrefix(**log, LastIndexOfIntactTailPrefix(data));
-    if (seed % 20 == 0) ExpectUsableAfterRecovery(dir, *std::move(log));
+    if (in_header || in_last_record) {
+      ASSERT_TRUE(log.ok()) << log.status();
+      ExpectExactPrefix(**log, LastIndexOfIntactTailPrefix(data));
+      if (seed % 20 == 0) ExpectUsableAfterRecovery(dir, *std::move(log));
+      ++cut;
+    } else {
+      ASSERT_FALSE(log.ok()) << "damage at offset " << offset << " in the middle was cut off silently";
+      EXPECT_TRUE(absl::IsDataLoss(log.status())) << log.status();
+      EXPECT_THAT(log.status().message(), HasSubstr("corrupt in the middle")) << log.status();
+      EXPECT_THAT(log.status().message(), HasSubstr(segments_.back().name)) << log.status();
+      ++refused;
+    }
   }
+  EXPECT_GT(cut, 0);
+  EXPECT_GT(refused, 0);
 }
 
 TEST_F(LogCrashTest, BitFlipInTheTailHeaderDropsTheWholeTail) {

@@ -129,6 +129,10 @@ int main(int argc, char** argv) {
     }
   }
 
+  // A file size limit (RLIMIT_FSIZE) must surface as a failed write (EFBIG)
+  // that stops the server with a clear error, not as a silent SIGXFSZ death.
+  std::signal(SIGXFSZ, SIG_IGN);
+
   caracal::StateMachineFactory factory = caracal::examples::FindStateMachine(state_machine);
   std::map<caracal::NodeId, std::string> member_map(members->begin(), members->end());
   std::filesystem::path status_path = status_file == "-" ? "" : status_file;
