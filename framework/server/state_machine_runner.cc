@@ -197,6 +197,12 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       return;
     }
     case SessionTable::Order::kEarly:
+      if (sessions_.Find(session)->held.contains(sequence)) {
+        // A retry of a command already held back: the first copy runs (and
+        // answers); this entry holds nothing.
+        executor_.ApplyEmpty(entry.index, entry.timestamp);
+        return;
+      }
       executor_.FireTimers(entry.index, entry.timestamp);
       tracker_.Hold(entry.index);  // until it runs
       sessions_.Hold(session, sequence, HeldCommand{entry.index, entry.term, entry.timestamp, std::move(operation)});

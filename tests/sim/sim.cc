@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"
+#include "serialization/session_codec.h"
 
 namespace caracal::sim {
 namespace {
@@ -162,6 +163,9 @@ struct World::Server {
   std::unique_ptr<server::StateMachineRunner> runner;
   std::vector<std::string> responses;                  // index-1 -> response
   std::vector<std::pair<Index, uint64_t>> timer_firings;  // (index, timers fired applying it)
+  // With Options::leader_duties, as ClientService keeps them:
+  std::map<uint64_t, std::pair<Index, Micros>> expiring;  // session -> (its Unregister's index, when proposed)
+  Index time_entry = 0;                                   // the last Time entry proposed
 };
 
 namespace {
@@ -171,17 +175,44 @@ std::string ResponseText(const absl::StatusOr<std::string>& r) {
   return r.ok() ? absl::StrCat("ok:", *r) : absl::StrCat("error:", r.status().ToString());
 }
 
-// Applies one log item to `runner`; returns the response and how many timers fired.
-std::pair<std::string, uint64_t> ApplyItem(server::StateMachineRunner& runner, const SimDisk::Item& item) {
-  uint64_t fired_before = runner.executor().timers_fired();
+// What applying one log item produced.
+struct AppliedItem {
+  // Compared between servers and with the replay: the response for the
+  // item's own index, then (when there are any) the other responses it
+  // produced (held-back commands it let run) and the event indexes.
   std::string response;
+  uint64_t fired = 0;  // timers fired applying it
+  std::vector<server::StateMachineRunner::Response> responses;
+  std::vector<std::pair<uint64_t, Index>> published;
+};
+
+AppliedItem ApplyItem(server::StateMachineRunner& runner, const SimDisk::Item& item) {
+  uint64_t fired_before = runner.executor().timers_fired();
+  AppliedItem out;
+  const Entry& entry = item.entry;
   if (item.hole) {
-    runner.ApplyHole(item.entry.index);
-    response = "hole";
+    runner.ApplyHole(entry.index);
+    out.response = "hole";
+    out.responses.push_back({entry.index, entry.term, absl::AbortedError("compacted"), 0});
   } else {
-    response = ResponseText(runner.Apply(item.entry));
+    out.responses = runner.ApplyEntry(entry);
+    out.published = runner.TakePublished();
+    // As StateMachineRunner::Apply answers.
+    absl::StatusOr<std::string> own = absl::UnavailableError(absl::StrCat(
+        "the command at index ", entry.index, " is held back until its session's earlier commands arrive"));
+    std::string others;
+    for (const auto& r : out.responses) {
+      if (r.index == entry.index) {
+        own = r.result;
+        if (r.event_index != 0) absl::StrAppend(&others, " events<=", r.event_index);
+      } else {
+        absl::StrAppend(&others, " [", r.index, "@", r.term, " events<=", r.event_index, "]=", ResponseText(r.result));
+      }
+    }
+    out.response = ResponseText(own) + others;
   }
-  return {std::move(response), runner.executor().timers_fired() - fired_before};
+  out.fired = runner.executor().timers_fired() - fired_before;
+  return out;
 }
 
 }  // namespace
@@ -202,6 +233,7 @@ World::World(Options options) : options_(std::move(options)), rng_(options_.seed
                                            LocalTime(*s));
     s->runner = MakeRunner(s->id);
     ScheduleTick(*s);
+    if (options_.leader_duties && s->runner) ScheduleDuties(*s);
   }
   if (options_.faults.crashes) ScheduleCrash();
   if (options_.faults.partitions) SchedulePartition();
@@ -302,6 +334,12 @@ void World::Process(Server& s) {
         Fail(absl::StrCat("server ", s.id, " overwrites index ", r.write->first, " which it knew committed (",
                           s.commit_checked, ")"));
       }
+      if (observer_ != nullptr && s.raft->role() == raft::Role::kLeader) {
+        // A leader writes only what it proposes: remember when.
+        for (const Entry& e : r.write->entries) {
+          if (e.term == s.raft->term()) proposed_at_.emplace(std::make_pair(e.index, e.term), now_);
+        }
+      }
       s.disk.Write(*r.write);
       ScheduleSync(s);
     }
@@ -370,8 +408,9 @@ std::unique_ptr<server::StateMachineRunner> World::MakeRunner(NodeId id) const {
 
 void World::ApplyToStateMachine(Server& s, const SimDisk::Item& item) {
   Index i = item.entry.index;
-  auto [response, fired] = ApplyItem(*s.runner, item);
-  if (fired > 0) s.timer_firings.emplace_back(i, fired);
+  AppliedItem applied = ApplyItem(*s.runner, item);
+  std::string& response = applied.response;
+  if (applied.fired > 0) s.timer_firings.emplace_back(i, applied.fired);
   // State machine determinism: the same entry gives the same response on
   // every server, and on a server that re-applies it after a crash.
   if (i > responses_.size()) {
@@ -382,6 +421,7 @@ void World::ApplyToStateMachine(Server& s, const SimDisk::Item& item) {
                       "'"));
   }
   s.responses.push_back(std::move(response));
+  if (observer_ != nullptr) observer_->OnApplied(s.id, item.entry, applied.responses, applied.published);
 }
 
 server::StateMachineRunner* World::Runner(NodeId id) { return servers_[id - 1]->runner.get(); }
@@ -433,7 +473,9 @@ absl::Status World::CheckReplay() {
     }
     const SimDisk::Item* item = longest->disk.At(i);
     if (item == nullptr) return absl::InternalError(absl::StrCat("replay: server ", longest->id, " lacks index ", i));
-    auto [response, fired] = ApplyItem(*fresh, *item);
+    AppliedItem applied = ApplyItem(*fresh, *item);
+    std::string& response = applied.response;
+    uint64_t fired = applied.fired;
     if (fired > 0) firings.emplace_back(i, fired);
     if (!item->hole && item->entry.type == EntryType::kCommand && response.starts_with("ok:")) {
       ++stats_.replayed_commands_ok;
@@ -616,6 +658,9 @@ void World::Crash(NodeId id) {
   s.runner.reset();
   s.responses.clear();
   s.timer_firings.clear();
+  s.expiring.clear();
+  s.time_entry = 0;
+  if (observer_ != nullptr) observer_->OnCrash(id);
 }
 
 void World::Restart(NodeId id) {
@@ -625,9 +670,77 @@ void World::Restart(NodeId id) {
   s.raft = std::make_unique<raft::Raft>(MakeConfig(id), &s.disk, s.disk.hard_state, LocalTime(s), LocalTime(s));
   s.runner = MakeRunner(id);
   ScheduleTick(s);
+  if (options_.leader_duties && s.runner) ScheduleDuties(s);
 }
 
 void World::Block(NodeId from, NodeId to) { blocked_.insert({from, to}); }
+void World::Unblock(NodeId from, NodeId to) { blocked_.erase({from, to}); }
+
+void World::ScheduleDuties(Server& s) {
+  uint64_t inc = s.incarnation;
+  Schedule(now_ + MakeConfig(s.id).heartbeat_interval, [this, &s, inc] {
+    if (!s.raft || s.incarnation != inc) return;
+    RunDuties(s);
+    ScheduleDuties(s);
+  });
+}
+
+// ClientService::RunDuties, on the simulated clock: the server's drifting
+// clock is its wall clock (what the raft core stamps entries with).
+void World::RunDuties(Server& s) {
+  if (s.raft->role() != raft::Role::kLeader) {
+    s.expiring.clear();
+    s.time_entry = 0;
+    return;
+  }
+  Index applied = s.runner->applied();
+  Micros election_timeout = MakeConfig(s.id).election_timeout_max;
+  std::erase_if(s.expiring, [&](const auto& kv) {
+    return kv.second.first <= applied || now_ - kv.second.second > 2 * election_timeout;
+  });
+  for (uint64_t session : s.runner->SuspectSessions()) {
+    if (s.expiring.contains(session)) continue;
+    auto index = s.raft->Propose(
+        EntryType::kUnregister,
+        Bytes(serialization::EncodeUnregisterEntry(serialization::UnregisterEntryValue{session, true})));
+    if (!index.ok()) break;
+    ++stats_.expiry_proposals;
+    Trace(s.id * 1000 + 6, session);
+    s.expiring[session] = {*index, now_};
+  }
+  std::optional<LogTime> deadline = s.runner->NextDeadline();
+  if (s.raft->role() == raft::Role::kLeader && deadline && s.time_entry <= applied &&
+      LocalTime(s) > *deadline && s.raft->last_index() <= applied) {
+    auto index = s.raft->Propose(EntryType::kTime, Bytes(std::string()));
+    if (index.ok()) {
+      ++stats_.time_entries;
+      Trace(s.id * 1000 + 7, *index);
+      s.time_entry = *index;
+    }
+  }
+  Process(s);
+}
+
+absl::StatusOr<std::pair<Index, Term>> World::ProposeAt(NodeId id, EntryType type, std::string payload) {
+  Server& s = *servers_[id - 1];
+  if (!s.raft) return absl::UnavailableError(absl::StrCat("server ", id, " is down"));
+  auto index = s.raft->Propose(type, Bytes(std::move(payload)));
+  if (!index.ok()) return index.status();
+  Term term = s.raft->term();
+  Process(s);
+  return std::make_pair(*index, term);
+}
+
+absl::Status World::RunUntil(const std::function<bool()>& done, Micros limit) {
+  Micros end = now_ + limit;
+  while (!done()) {
+    if (events_.empty() || events_.top().time > end) {
+      return absl::DeadlineExceededError(absl::StrCat("not done within ", limit / 1000, " ms"));
+    }
+    if (auto s = Step(); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
 
 std::optional<NodeId> World::Leader() const {
   std::optional<NodeId> best;
@@ -654,6 +767,15 @@ absl::StatusOr<Index> World::Propose(std::string payload) {
 }
 
 const raft::Raft* World::Node(NodeId id) const { return servers_[id - 1]->raft.get(); }
+std::optional<Micros> World::ProposedAt(Index index, Term term) const {
+  auto it = proposed_at_.find({index, term});
+  if (it == proposed_at_.end()) return std::nullopt;
+  return it->second;
+}
+
+bool World::Up(NodeId id) const { return servers_[id - 1]->raft != nullptr; }
+Micros World::Clock(NodeId id) const { return LocalTime(*servers_[id - 1]); }
+const SimDisk& World::Disk(NodeId id) const { return servers_[id - 1]->disk; }
 Index World::Applied(NodeId id) const { return servers_[id - 1]->applied; }
 
 absl::Status World::Step() {

@@ -27,7 +27,10 @@
 //     that applies an index produces the same response there.
 // With Options::state_machine, Run() also ends by replaying the committed log
 // of the server that applied the most on a fresh state machine, and checks it
-// reproduces every server's responses, timer firings and digest.
+// reproduces every server's responses, timer firings and digest. With
+// Options::leader_duties, leaders also expire silent sessions and keep log
+// time moving, as ClientService does; a WorldObserver (simulated clients,
+// tests/sim/session_clients.h) sees every server's responses and events.
 // A violation stops the run with a description; the test prints the seed and
 // the command that replays it.
 
@@ -88,6 +91,12 @@ struct Options {
   std::function<std::string(std::mt19937_64&)> make_operation;
   // A digest of a state machine's whole state, compared between servers.
   std::function<std::string(StateMachine&)> digest;
+  // With a state machine: every leader runs the production leader duties
+  // (ClientService::RunDuties) each heartbeat interval: an Unregister{expired}
+  // entry for each suspect session not already being expired, and an empty
+  // Time entry once its clock passed the runner's next deadline while nothing
+  // is in flight (so sessions expire and timers fire in an idle cluster).
+  bool leader_duties = false;
 };
 
 struct Stats {
@@ -106,6 +115,26 @@ struct Stats {
   uint64_t replayed_entries = 0;
   uint64_t replayed_commands_ok = 0;
   uint64_t replayed_timers_fired = 0;
+  // With Options::leader_duties: what the leaders proposed.
+  uint64_t expiry_proposals = 0;
+  uint64_t time_entries = 0;
+};
+
+// Something that lives in the world beside the servers (simulated clients,
+// tests/sim/session_clients.h). The world tells it, synchronously:
+//   - what a server's runner produced for each entry it applied, in apply
+//     order (the responses, and the sessions that got an event batch), the
+//     way ApplyLoop completes its waiters and pushes events;
+//   - that a server crashed (its volatile state -- waiters, subscriptions --
+//     is gone).
+// It must not step the world from these callbacks; it schedules events (At).
+class WorldObserver {
+ public:
+  virtual ~WorldObserver() = default;
+  virtual void OnApplied(NodeId server, const Entry& entry,
+                         const std::vector<server::StateMachineRunner::Response>& responses,
+                         const std::vector<std::pair<uint64_t, Index>>& published) = 0;
+  virtual void OnCrash(NodeId server) = 0;
 };
 
 // A server's disk: the log as written (what reads see) and as durable (what
@@ -168,6 +197,7 @@ class World {
   void Crash(NodeId id);
   void Restart(NodeId id);
   void Block(NodeId from, NodeId to);          // one-way link cut
+  void Unblock(NodeId from, NodeId to);
   // With Options::state_machine: replays the log of the server that applied
   // the most on a fresh runner and compares responses, timer firings and
   // digests with every server at the index it applied.
@@ -178,6 +208,27 @@ class World {
   const Stats& stats() const { return stats_; }
   // A digest of everything that happened, to show two runs of a seed agree.
   uint64_t trace_hash() const { return trace_hash_; }
+
+  // ---- for inhabitants of the world (simulated clients) ----
+  void SetObserver(WorldObserver* observer) { observer_ = observer; }
+  // Runs `fn` at simulated time `at`, in (time, scheduling order) with
+  // everything else: that is what keeps a seed replayable.
+  void At(Micros at, std::function<void()> fn) { Schedule(at, std::move(fn)); }
+  std::mt19937_64& rng() { return rng_; }
+  const Options& options() const { return options_; }
+  bool faults_on() const { return faults_on_; }
+  bool Up(NodeId id) const;
+  Micros Clock(NodeId id) const;  // the server's (drifting) clock
+  // Proposes at server `id` (which must lead): the entry's (index, term).
+  absl::StatusOr<std::pair<Index, Term>> ProposeAt(NodeId id, EntryType type, std::string payload);
+  const SimDisk& Disk(NodeId id) const;
+  // With an observer: when the leader of `term` proposed the entry at `index`.
+  std::optional<Micros> ProposedAt(Index index, Term term) const;
+  // A fresh runner of Options::state_machine (for replays).
+  std::unique_ptr<server::StateMachineRunner> NewRunner() const { return MakeRunner(0); }
+  // Runs events until `done()` holds (checked after each event) or `limit`
+  // of simulated time passed (DeadlineExceeded).
+  absl::Status RunUntil(const std::function<bool()>& done, Micros limit);
 
  private:
   struct Server;
@@ -194,6 +245,8 @@ class World {
   void SendMessage(raft::Message m);
   void ScheduleTick(Server& s);
   void ScheduleSync(Server& s);
+  void ScheduleDuties(Server& s);
+  void RunDuties(Server& s);
   void ScheduleCrash();
   void SchedulePartition();
   void ApplyCommitted(Server& s);
@@ -225,6 +278,8 @@ class World {
   std::vector<std::pair<Term, uint64_t>> committed_;   // index-1 -> (term, prefix hash)
   std::map<Term, Index> committed_by_term_;            // observer term -> max committed index seen
   std::optional<std::string> violation_;
+  WorldObserver* observer_ = nullptr;
+  std::map<std::pair<Index, Term>, Micros> proposed_at_;  // with an observer
   Stats stats_;
   uint64_t trace_hash_ = 0;
 };

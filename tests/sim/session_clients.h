@@ -1,0 +1,310 @@
+#ifndef CARACAL_TESTS_SIM_SESSION_CLIENTS_H_
+#define CARACAL_TESTS_SIM_SESSION_CLIENTS_H_
+
+// Simulated clients of the session layer, living in a sim::World: driven by
+// its event queue and its PRNG, so a seed still replays exactly.
+//
+// The servers' side is modelled on ClientService and ApplyLoop: a request
+// reaches one server; a server that does not lead answers Unavailable (with
+// its view of the leader); a leader proposes the entry and keeps a waiter at
+// (its index, its term); when that server applies the index the waiter gets
+// the runner's response if the term matches, Aborted otherwise (the entry was
+// replaced after a leader change). Keep-alives that reach a leader together
+// are batched into one KeepAlive entry. A client subscribes to its session's
+// events at the server it talks to (ResetEvents: every stored batch after an
+// index is resent); that server then pushes each new batch as it applies it.
+// A crash loses a server's waiters, subscriptions and pending keep-alives.
+//
+// Client to server and server to client messages travel with the world's
+// faults while they are on (loss, duplication, delay hence reordering); on
+// top of that, a client may be cut from one server for a while (at most
+// ClientOptions::max_cut, so a client is never silenced for a session
+// timeout). A lost push is like a TCP connection that broke silently: the
+// client re-subscribes at every keep-alive.
+//
+// Each client does what DESIGN.md section 11 asks of a real one:
+//   - registers a session (a Register entry; the session id is its index);
+//   - keeps it alive with KeepAlive entries every keep_alive_interval,
+//     carrying the highest contiguous sequence whose response it delivered
+//     and the last event batch it delivered;
+//   - pipelines commands (session, sequence 1, 2, 3, ...), at most `window` in
+//     flight; a request without an answer within request_timeout, or answered
+//     Unavailable/Aborted, is retried with the SAME sequence on another server
+//     (the leader the refusal named, else any other);
+//   - delivers, in this order: responses in sequence order; before a
+//     response, every event batch up to its event_index; a batch only when no
+//     command is pending whose response could precede it. A batch whose
+//     `previous` is not the last one it has makes it ask for a resend.
+// Everything a client delivers is recorded, for the checks.
+//
+// The checks (CheckHistories, after Drain):
+//   - each client delivered its responses in sequence order, each exactly
+//     once, each after every batch of an earlier index (its event_index) and
+//     before every later batch;
+//   - each client delivered exactly the event batches the committed log
+//     publishes to its session (a replay of the longest log on a fresh
+//     runner), once each and in order, across every failover;
+//   - (ClientOptions::check_releases) the entries the replay leaves live are
+//     exactly the ones open sessions need: no leaked hold, no early release;
+//   - no session of a live client was expired (neither in the log nor as the
+//     client was told) -- with ClientOptions::excuse_unreachable_expiry,
+//     unless nothing from it got into the log for a whole timeout -- and a
+//     killed client's session was expired by an Unregister{expired} entry,
+//     after it was killed.
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "framework/server/sessions.h"
+#include "framework/server/state_machine_runner.h"
+#include "tests/sim/sim.h"
+
+namespace caracal::sim {
+
+struct ClientOptions {
+  int clients = 3;
+  uint64_t session_timeout_ms = 5'000;
+  Micros keep_alive_interval = 0;      // 0: a quarter of the session timeout
+  Micros request_timeout = 1'000'000;  // no answer within this: retry elsewhere
+  Micros start_within = 300'000;       // each client starts at a random time before this
+  int window = 4;                      // commands in flight per client
+  Micros command_gap_max = 200'000;    // next command within this (uniform)
+  bool submit_commands = true;
+  bool cut_client_links = false;  // while faults are on
+  Micros max_cut = 1'000'000;
+  // The operation bytes of a client's n-th command (n = 1, 2, ...).
+  std::function<std::string(std::mt19937_64&, int client, uint64_t n)> make_operation;
+  // A deliberately broken client (for the test that the checks catch it): a
+  // retry takes a NEW sequence number instead of the same one.
+  bool bug_new_sequence_on_retry = false;
+  // An expiry of a live client's session passes the check if the log shows
+  // no sign of life from it (a keep-alive, a new leader) for a whole timeout
+  // before the expiry was proposed: the network kept its keep-alives out.
+  // Off, any expiry of a live client's session is a violation.
+  bool excuse_unreachable_expiry = false;
+  // The state machine keeps no Commit: after the replay, the entries still
+  // live must be exactly those the session layer needs (CheckReleases).
+  bool check_releases = false;
+  // Debugging a seed: print what this client sends and receives (0: none).
+  int trace_client = 0;
+};
+
+// One thing a client handed to its application, in delivery order.
+struct Delivery {
+  enum class Kind { kResponse, kEvents };
+  Kind kind = Kind::kResponse;
+  Micros at = 0;
+  // A response:
+  uint64_t sequence = 0;
+  uint64_t command = 0;  // which of the client's commands (n of make_operation)
+  Index index = 0;       // the response's index (the command entry's)
+  Index event_index = 0;
+  std::string result;
+  // An event batch (index is the batch's):
+  Index previous = 0;
+  std::vector<server::PublishedEvent> events;
+};
+
+// What a client did, for the checks.
+struct ClientRecord {
+  int id = 0;
+  uint64_t session = 0;  // the session it uses (0: never registered)
+  bool killed = false;
+  Micros killed_at = 0;
+  std::vector<Delivery> delivered;
+  std::vector<std::string> errors;  // what it was told that a correct server never says to it
+  std::string lost;                 // it was told its session is gone
+  std::string expiry_excused;       // its session expired because nothing got through (see ClientOptions)
+  uint64_t submitted = 0;
+  uint64_t retries = 0;
+  uint64_t keep_alives_ok = 0;
+  uint64_t resends_asked = 0;
+};
+
+struct ClientStats {
+  uint64_t requests = 0;
+  uint64_t responses_delivered = 0;
+  uint64_t batches_delivered = 0;
+  uint64_t events_delivered = 0;
+  uint64_t retries = 0;
+  uint64_t aborted = 0;     // a waiter answered Aborted (its entry replaced)
+  uint64_t held_back = 0;   // in the replayed log: commands that ran when a later entry filled their gap
+  uint64_t duplicates = 0;  // in the replayed log: retries answered from the response cache
+  uint64_t gaps = 0;        // batches that arrived after a gap
+  uint64_t cuts = 0;
+  uint64_t orphan_sessions = 0;      // registered twice by a retried Register: one is never used
+  uint64_t expired_sessions = 0;     // in the replayed log
+  uint64_t expired_unreachable = 0;  // live clients' sessions the network silenced for a timeout
+};
+
+class SessionClients : public WorldObserver {
+ public:
+  // A leader stamps entries with its clock as of its last tick (every 5 ms).
+  static constexpr Micros kClockSlack = 20'000;
+
+  SessionClients(World* world, ClientOptions options);
+  ~SessionClients() override;
+
+  void Start();
+  // Stops submitting new commands (the ones in flight go on).
+  void StopSubmitting() { submitting_ = false; }
+  // The client stops for good: no more requests, keep-alives or deliveries.
+  void Kill(int client);
+  // Stops submitting, then runs until every live client has a response for
+  // everything it submitted and every event published to its session, and
+  // every server applied everything (or `limit` passes).
+  absl::Status Drain(Micros limit);
+  // Replays the longest log on a fresh runner and checks every client's
+  // history against it (see the file comment). The replay stays available.
+  absl::Status CheckHistories();
+  const server::StateMachineRunner* replay() const { return replay_.get(); }
+
+  const std::vector<ClientRecord>& records() const { return records_; }
+  const ClientStats& stats() const { return stats_; }
+  LogTime session_timeout() const { return static_cast<LogTime>(options_.session_timeout_ms) * 1000; }
+  // Per killed client's session, from the replay: the log time its
+  // Unregister{expired} applied at minus its last keep-alive time (-1: never expired).
+  std::map<uint64_t, LogTime> expiry_delays() const { return expiry_delays_; }
+
+  // WorldObserver:
+  void OnApplied(NodeId server, const Entry& entry, const std::vector<server::StateMachineRunner::Response>& responses,
+                 const std::vector<std::pair<uint64_t, Index>>& published) override;
+  void OnCrash(NodeId server) override;
+
+ private:
+  enum class Kind { kRegister, kKeepAlive, kCommand, kResetEvents };
+  struct Request {
+    Kind kind = Kind::kCommand;
+    int client = 0;
+    uint64_t id = 0;
+    uint64_t session = 0;
+    uint64_t sequence = 0;          // command
+    uint64_t command_sequence = 0;  // keep-alive
+    Index event_index = 0;          // keep-alive: delivered; reset: resend after
+    std::string operation;
+  };
+  struct Reply {
+    Kind kind = Kind::kCommand;
+    uint64_t id = 0;
+    uint64_t sequence = 0;
+    NodeId from = 0;
+    absl::Status status;
+    NodeId leader = 0;
+    Index index = 0;
+    Index event_index = 0;
+    std::string result;
+  };
+  struct Waiter {
+    Term term = 0;
+    std::vector<Request> requests;  // one, or a keep-alive batch
+  };
+  struct Command {
+    uint64_t command = 0;  // n
+    std::string operation;
+    uint64_t request = 0;  // the latest attempt's request id
+    NodeId sent_to = 0;
+  };
+  struct Received {
+    uint64_t command = 0;
+    Index index = 0;
+    Index event_index = 0;
+    std::string result;
+  };
+  struct Client {
+    int id = 0;
+    bool alive = true;
+    NodeId server = 1;  // the server it talks to
+    NodeId leader = 0;  // the last leader a server named
+    uint64_t next_request = 1;
+    uint64_t register_request = 0;
+    uint64_t session = 0;
+    uint64_t next_sequence = 1;
+    uint64_t next_command = 1;
+    std::map<uint64_t, Command> outstanding;  // sequence -> no response yet
+    std::map<uint64_t, Received> received;    // sequence -> not delivered yet
+    std::set<uint64_t> abandoned;             // bug_new_sequence_on_retry only
+    uint64_t completed = 0;                   // every sequence <= this was delivered
+    uint64_t keep_alive_request = 0;
+    uint64_t reset_request = 0;
+    Index delivered_events = 0;                   // the last batch delivered
+    std::map<Index, server::EventBatch> batches;  // received, not delivered: by `previous`
+  };
+
+  // Network: the delays of the copies of one message (none: lost).
+  std::vector<Micros> Delays(int client, NodeId server);
+  void SendToServer(Client& c, Request request);
+  void SendToClient(int client, NodeId from, std::function<void(Client&)> deliver);
+  void ScheduleCut();
+
+  // Server side (ClientService + ApplyLoop).
+  void OnRequest(NodeId server, Request request);
+  void Answer(NodeId server, const Request& request, absl::Status status, Index index = 0, Index event_index = 0,
+              std::string result = {});
+  void FlushKeepAlives(NodeId server);
+  void Subscribe(NodeId server, const Request& request);
+  void Push(NodeId server, int client, uint64_t session, const server::EventBatch& batch);
+  void Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<std::string>& result, Index index,
+                Index event_index);
+
+  // Client side.
+  void StartClient(Client& c);
+  void SendRegister(Client& c);
+  void SendKeepAlive(Client& c);
+  void SendCommand(Client& c, uint64_t sequence);
+  void Resend(Client& c, uint64_t sequence);
+  void ResendLater(Client& c, uint64_t sequence, Micros delay);  // unless resent meanwhile
+  void KeepAliveLater(Client& c, Micros delay);                  // unless answered or resent meanwhile
+  void AskResend(Client& c);
+  Index ChainEnd(const Client& c) const;  // the last batch received without a gap
+  void ScheduleKeepAlive(Client& c);
+  void ScheduleSubmit(Client& c);
+  // After request_timeout, runs `on_timeout` if `still_waiting` holds.
+  void ArmTimeout(Client& c, std::function<bool(Client&)> still_waiting, std::function<void(Client&)> on_timeout);
+  void SwitchServer(Client& c, NodeId hint);
+  void RetryCommand(Client& c, uint64_t sequence, NodeId hint);
+  void OnReply(Client& c, const Reply& reply);
+  void OnCommandReply(Client& c, const Reply& reply);
+  void OnBatch(Client& c, uint64_t session, server::EventBatch batch);
+  void Deliver(Client& c);
+  void SessionLost(Client& c, const absl::Status& status);
+  bool Retriable(const absl::Status& status) const;
+  Micros Backoff(bool leader_known);
+  void Trace(const Client& c, const std::string& what) const;
+  NodeId RandomServer();
+
+  // Checks.
+  bool Drained() const;
+  absl::Status Replay();
+  absl::Status CheckClient(const ClientRecord& record) const;
+  absl::Status CheckReleases() const;
+
+  World* world_;
+  ClientOptions options_;
+  bool submitting_ = true;
+  std::vector<Client> clients_;
+  std::vector<ClientRecord> records_;
+  std::map<std::pair<NodeId, Index>, Waiter> waiters_;       // (server, index)
+  std::map<NodeId, std::vector<Request>> keep_alive_batch_;  // server -> pending keep-alives
+  std::map<NodeId, bool> keep_alive_flush_posted_;
+  std::map<NodeId, std::map<uint64_t, int>> subscribers_;  // server -> session -> client
+  std::set<std::pair<int, NodeId>> cut_;                   // (client, server) links down
+  std::map<Index, Micros> first_applied_at_;               // Unregister entries: when first applied
+  NodeId replayed_from_ = 0;  // the server whose log the replay applied
+  std::unique_ptr<server::StateMachineRunner> replay_;
+  std::map<uint64_t, std::vector<server::EventBatch>> published_;  // from the replay, per client session
+  std::map<std::pair<uint64_t, uint64_t>, Index> ran_at_;          // (session, sequence) -> the index it ran at
+  std::map<uint64_t, LogTime> expiry_delays_;
+  ClientStats stats_;
+};
+
+}  // namespace caracal::sim
+
+#endif  // CARACAL_TESTS_SIM_SESSION_CLIENTS_H_
