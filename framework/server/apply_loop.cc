@@ -1,6 +1,7 @@
 #include "framework/server/apply_loop.h"
 
 #include <chrono>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "serialization/codec.h"
@@ -69,12 +70,25 @@ void ApplyLoop::ExpectResult(Index index, Term term, ResultCallback done) {
 }
 
 void ApplyLoop::ExpectOutcome(Index index, Term term, OutcomeCallback done) {
-  std::lock_guard lock(mu_);
-  if (stopping_) {
-    done(Outcome{absl::UnavailableError("server stopped"), index, 0});
-    return;
+  Waiter replaced;
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_) {
+      done(Outcome{absl::UnavailableError("server stopped"), index, 0});
+      return;
+    }
+    auto it = waiters_.find(index);
+    if (it == waiters_.end()) {
+      waiters_.emplace(index, Waiter{term, std::move(done)});
+      return;
+    }
+    // A later term proposed at this index: the earlier entry there was
+    // replaced (it can no longer be applied); its waiter learns it now.
+    replaced = std::exchange(it->second, Waiter{term, std::move(done)});
   }
-  waiters_[index] = Waiter{term, std::move(done)};
+  replaced.done(Outcome{absl::AbortedError(absl::StrCat("the entry at index ", index, " (term ", replaced.term,
+                                                        ") was replaced after a leader change; it was not applied")),
+                        index, 0});
 }
 
 void ApplyLoop::Query(uint64_t session, std::string operation, Index min_index, ResultCallback done) {
@@ -132,7 +146,14 @@ void ApplyLoop::HandleSubscriptions(std::deque<Subscription> subscriptions) {
     }
     if (runner_.sessions().Find(sub.session) == nullptr) {
       subscribers_.erase(sub.session);
-      sub.done(SessionNotOpen(sub.session));
+      if (sub.session > runner_.applied()) {
+        // Its Register entry is not applied here yet: this server lags (or
+        // just restarted); that says nothing about the session.
+        sub.done(absl::UnavailableError(absl::StrCat("this server has applied up to index ", runner_.applied(),
+                                                     " and does not know session ", sub.session, " yet")));
+      } else {
+        sub.done(SessionNotOpen(sub.session));
+      }
       continue;
     }
     subscribers_[sub.session] = sub.subscriber;

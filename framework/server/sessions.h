@@ -63,6 +63,9 @@ struct HeldCommand {
   Term term = 0;
   LogTime time = 0;
   std::string operation;
+  // Retries of it that arrived while it was held: each entry's waiter gets
+  // the same response when it runs.
+  std::vector<std::pair<Index, Term>> retries;
 };
 
 struct SessionState {

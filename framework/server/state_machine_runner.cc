@@ -197,15 +197,17 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       return;
     }
     case SessionTable::Order::kEarly:
-      if (sessions_.Find(session)->held.contains(sequence)) {
-        // A retry of a command already held back: the first copy runs (and
-        // answers); this entry holds nothing.
+      if (auto held = sessions_.FindMutable(session)->held.find(sequence);
+          held != sessions_.FindMutable(session)->held.end()) {
+        // A retry of a command already held back: the first copy runs, and
+        // answers this entry's waiter too; this entry holds nothing.
         executor_.ApplyEmpty(entry.index, entry.timestamp);
+        held->second.retries.emplace_back(entry.index, entry.term);
         return;
       }
       executor_.FireTimers(entry.index, entry.timestamp);
       tracker_.Hold(entry.index);  // until it runs
-      sessions_.Hold(session, sequence, HeldCommand{entry.index, entry.term, entry.timestamp, std::move(operation)});
+      sessions_.Hold(session, sequence, HeldCommand{entry.index, entry.term, entry.timestamp, std::move(operation), {}});
       return;
     case SessionTable::Order::kNext:
       break;
@@ -221,6 +223,7 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
     tracker_.Release(held.index);  // its Commit takes over
     absl::StatusOr<std::string> r = executor_.ApplyHeldCommand(held.index, session, held.operation);
     Index e = sessions_.RecordResponse(session, seq, CachedResponse{entry.index, r, 0});
+    for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, r, e});
     out->push_back(Response{held.index, held.term, std::move(r), e});
   }
 }

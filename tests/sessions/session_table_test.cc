@@ -64,9 +64,9 @@ TEST(SessionTableTest, CommandsAreClassifiedBySequence) {
 TEST(SessionTableTest, HeldCommandsComeOutInSequenceOrder) {
   SessionTable t;
   t.Register(1, 0, "c", kSecond);
-  t.Hold(1, 3, HeldCommand{12, 1, 0, "third"});
-  t.Hold(1, 2, HeldCommand{11, 1, 0, "second"});
-  t.Hold(1, 2, HeldCommand{15, 1, 0, "retry of second"});  // the first copy wins
+  t.Hold(1, 3, HeldCommand{12, 1, 0, "third", {}});
+  t.Hold(1, 2, HeldCommand{11, 1, 0, "second", {}});
+  t.Hold(1, 2, HeldCommand{15, 1, 0, "retry of second", {}});  // the first copy wins
   EXPECT_FALSE(t.TakeNextHeld(1).has_value()) << "sequence 1 has not been applied";
   t.RecordResponse(1, 1, CachedResponse{10, std::string("r1"), 0});
   auto next = t.TakeNextHeld(1);
