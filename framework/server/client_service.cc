@@ -76,7 +76,10 @@ void ClientService::Respond(ConnectionId connection, uint64_t request_id, absl::
   response.request_id = request_id;
   response.status = std::move(status);
   response.leader = node_->status().raft.leader;
-  response.members = member_list_;
+  // The members travel when the client may need somewhere else to go: with
+  // errors, and with the answers that open a conversation.
+  bool opening = std::holds_alternative<RegisterResult>(body) || std::holds_alternative<std::monostate>(body);
+  if (!response.status.ok() || opening) response.members = member_list_;
   if (response.status.ok()) response.body = std::move(body);
   absl::Status s = tcp_->SendToClient(connection, response);
   if (!s.ok() && !absl::IsNotFound(s)) {
