@@ -81,7 +81,7 @@ std::vector<Micros> SessionClients::Delays(int client, NodeId server) {
 namespace {
 
 const char* KindName(int kind) {
-  static const char* kNames[] = {"register", "keep-alive", "command", "reset-events"};
+  static const char* kNames[] = {"register", "keep-alive", "command", "reset-events", "query"};
   return kNames[kind];
 }
 
@@ -93,11 +93,11 @@ void SessionClients::Trace(const Client& c, const std::string& what) const {
   std::printf("t=%ld client %d (server %lu, leader %lu): %s\n", world_->now(), c.id, c.server, leader, what.c_str());
 }
 
-void SessionClients::SendToServer(Client& c, Request request) {
+void SessionClients::SendToServer(Client& c, Request request, NodeId server) {
   ++stats_.requests;
+  if (server == 0) server = c.server;
   Trace(c, absl::StrCat("send ", KindName(static_cast<int>(request.kind)), " #", request.id, " seq ", request.sequence,
-                        " ack ", request.command_sequence, "/", request.event_index));
-  NodeId server = c.server;
+                        " ack ", request.command_sequence, "/", request.event_index, " to server ", server));
   for (Micros delay : Delays(c.id, server)) {
     world_->At(world_->now() + delay, [this, server, request] { OnRequest(server, request); });
   }
@@ -165,6 +165,10 @@ void SessionClients::OnRequest(NodeId server, Request request) {
   bool leader = node->role() == raft::Role::kLeader;
   if (request.kind == Kind::kResetEvents) {
     Subscribe(server, request);
+    return;
+  }
+  if (request.kind == Kind::kQuery) {
+    ServeQuery(server, request);
     return;
   }
   if (!leader) {
@@ -246,6 +250,53 @@ void SessionClients::Push(NodeId server, int client, uint64_t session, const Eve
   SendToClient(client, server, [this, session, batch](Client& c) { OnBatch(c, session, batch); });
 }
 
+// As ClientService answers a LINEARIZABLE query: a read index from the raft
+// core, then the query once the state machine applied that far.
+void SessionClients::ServeQuery(NodeId server, const Request& request) {
+  if (options_.bug_stale_reads) {
+    // The bug: whatever this server has applied, leader or not.
+    RunQuery(server, request);
+    return;
+  }
+  const raft::Raft* node = world_->Node(server);
+  if (node->role() != raft::Role::kLeader) {
+    Answer(server, request, NotLeader(server, node->leader()));
+    return;
+  }
+  absl::Status asked = world_->RequestReadAt(server, [this, server, request](const raft::ReadState& read) {
+    if (!read.ok) {
+      Answer(server, request,
+             absl::UnavailableError(absl::StrCat("server ", server, " lost leadership before confirming the read")));
+      return;
+    }
+    confirmed_reads_[server].emplace(read.index, request);
+    RunQueries(server);
+  });
+  if (!asked.ok()) Answer(server, request, NotLeader(server, world_->Node(server)->leader()));
+}
+
+void SessionClients::RunQueries(NodeId server) {
+  auto it = confirmed_reads_.find(server);
+  if (it == confirmed_reads_.end()) return;
+  std::multimap<Index, Request>& reads = it->second;
+  StateMachineRunner* runner = world_->Runner(server);
+  while (!reads.empty() && reads.begin()->first <= runner->applied()) {
+    Request request = std::move(reads.begin()->second);
+    reads.erase(reads.begin());
+    RunQuery(server, request);
+  }
+}
+
+void SessionClients::RunQuery(NodeId server, const Request& request) {
+  StateMachineRunner* runner = world_->Runner(server);
+  absl::StatusOr<std::string> result = runner->Query(request.session, request.operation);
+  if (result.ok()) {
+    Answer(server, request, absl::OkStatus(), runner->applied(), 0, *std::move(result));
+  } else {
+    Answer(server, request, result.status());
+  }
+}
+
 void SessionClients::OnApplied(NodeId server, const Entry& entry,
                                const std::vector<StateMachineRunner::Response>& responses,
                                const std::vector<std::pair<uint64_t, Index>>& published) {
@@ -280,6 +331,7 @@ void SessionClients::OnApplied(NodeId server, const Entry& entry,
       }
     }
   }
+  RunQueries(server);
 }
 
 void SessionClients::Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<std::string>& result,
@@ -310,6 +362,7 @@ void SessionClients::OnCrash(NodeId server) {
   std::erase_if(waiters_, [server](const auto& kv) { return kv.first.first == server; });
   keep_alive_batch_[server].clear();
   subscribers_[server].clear();
+  confirmed_reads_.erase(server);
 }
 
 // ------------------------------------------------------------------ clients
@@ -410,11 +463,18 @@ void SessionClients::ScheduleSubmit(Client& c) {
   world_->At(world_->now() + gap, [this, id] {
     Client& c = clients_[id - 1];
     if (!c.alive || !submitting_ || !options_.submit_commands) return;
-    if (c.session != 0 && c.outstanding.size() < static_cast<size_t>(options_.window)) {
+    if (c.session != 0 && options_.make_query && !c.query && c.queued.empty() &&
+        std::uniform_real_distribution<double>(0, 1)(world_->rng()) < options_.query_share) {
+      StartQuery(c, options_.make_query(world_->rng(), c.id, c.next_query));
+    } else if (c.session != 0 && c.outstanding.size() < static_cast<size_t>(options_.window)) {
       uint64_t n = c.next_command++;
       uint64_t sequence = c.next_sequence++;
-      c.outstanding[sequence] = Command{n, options_.make_operation(world_->rng(), c.id, n), 0, 0};
-      ++records_[c.id - 1].submitted;
+      std::string operation = options_.make_operation(world_->rng(), c.id, n);
+      ClientRecord& rec = records_[c.id - 1];
+      rec.operations.push_back(ClientOperation{
+          .kind = ClientOperation::Kind::kCommand, .n = n, .operation = operation, .invoked = world_->now()});
+      c.outstanding[sequence] = Command{n, std::move(operation), 0, 0, rec.operations.size() - 1};
+      ++rec.submitted;
       SendCommand(c, sequence);
     }
     ScheduleSubmit(c);
@@ -568,6 +628,9 @@ void SessionClients::OnReply(Client& c, const Reply& reply) {
     case Kind::kCommand:
       OnCommandReply(c, reply);
       return;
+    case Kind::kQuery:
+      OnQueryReply(c, reply);
+      return;
   }
 }
 
@@ -575,6 +638,10 @@ void SessionClients::OnCommandReply(Client& c, const Reply& reply) {
   auto it = c.outstanding.find(reply.sequence);
   if (it == c.outstanding.end()) return;  // answered already (a retry's answer), or abandoned
   if (reply.status.ok()) {
+    ClientOperation& op = records_[c.id - 1].operations[it->second.record];
+    op.outcome = ClientOperation::Outcome::kOk;
+    op.completed = world_->now();
+    op.result = reply.result;
     c.received[reply.sequence] = Received{it->second.command, reply.index, reply.event_index, reply.result};
     c.outstanding.erase(it);
     Deliver(c);
@@ -589,6 +656,97 @@ void SessionClients::OnCommandReply(Client& c, const Reply& reply) {
         absl::StrCat("command ", reply.sequence, " answered ", reply.status.ToString()));
   }
   if (reply.id == it->second.request) RetryCommand(c, reply.sequence, reply.leader);
+}
+
+// ------------------------------------------------------------------ queries
+
+void SessionClients::SubmitQuery(int client, std::string operation) {
+  Client& c = clients_[client - 1];
+  if (c.query) {
+    c.queued.push_back(std::move(operation));
+  } else {
+    StartQuery(c, std::move(operation));
+  }
+}
+
+bool SessionClients::Alive(int client) const {
+  const Client& c = clients_[client - 1];
+  return c.alive && c.session != 0;
+}
+
+void SessionClients::StartQuery(Client& c, std::string operation) {
+  c.query = QueryState{.n = c.next_query++, .operation = std::move(operation), .server = c.server};
+  SendQuery(c);
+}
+
+void SessionClients::SendQuery(Client& c) {
+  QueryState& q = *c.query;
+  ClientRecord& rec = records_[c.id - 1];
+  q.record = rec.operations.size();
+  rec.operations.push_back(ClientOperation{
+      .kind = ClientOperation::Kind::kQuery, .n = q.n, .operation = q.operation, .invoked = world_->now()});
+  uint64_t id = c.next_request++;
+  q.request = id;
+  Request r;
+  r.kind = Kind::kQuery;
+  r.client = c.id;
+  r.id = id;
+  r.session = c.session;
+  r.operation = q.operation;
+  SendToServer(c, r, q.server);
+  ArmTimeout(
+      c, [id](Client& c) { return c.query && c.query->request == id; },
+      [this](Client& c) {
+        ++stats_.queries_timed_out;
+        RetryQuery(c, ClientOperation::Outcome::kUnknown, 0);
+      });
+}
+
+// The attempt in flight ended without an answer (`outcome`): a new attempt,
+// at the leader a refusal named or else at another server, a little later.
+void SessionClients::RetryQuery(Client& c, ClientOperation::Outcome outcome, NodeId hint) {
+  QueryState& q = *c.query;
+  ClientOperation& op = records_[c.id - 1].operations[q.record];
+  op.outcome = outcome;
+  op.completed = world_->now();
+  q.request = 0;
+  NodeId nodes = static_cast<NodeId>(world_->options().nodes);
+  if (hint != 0 && hint != q.server && hint <= nodes) {
+    q.server = hint;
+  } else if (nodes > 1) {
+    q.server = static_cast<NodeId>(1 + (q.server + world_->rng()() % (nodes - 1)) % nodes);
+  }
+  int id = c.id;
+  uint64_t n = q.n;
+  world_->At(world_->now() + Backoff(hint != 0), [this, id, n] {
+    Client& c = clients_[id - 1];
+    if (c.alive && c.query && c.query->n == n && c.query->request == 0) SendQuery(c);
+  });
+}
+
+void SessionClients::OnQueryReply(Client& c, const Reply& reply) {
+  if (!c.query || reply.id != c.query->request) return;  // to an attempt given up on
+  if (Retriable(reply.status)) {
+    ++stats_.queries_refused;
+    RetryQuery(c, ClientOperation::Outcome::kRefused, reply.leader);
+    return;
+  }
+  ClientOperation& op = records_[c.id - 1].operations[c.query->record];
+  op.completed = world_->now();
+  if (reply.status.ok()) {
+    ++stats_.queries_answered;
+    op.outcome = ClientOperation::Outcome::kOk;
+    op.result = reply.result;
+  } else {
+    op.outcome = ClientOperation::Outcome::kRefused;
+    records_[c.id - 1].errors.push_back(absl::StrCat("query ", c.query->n, " answered ", reply.status.ToString()));
+  }
+  c.query.reset();
+  if (!c.queued.empty()) {
+    std::string next = std::move(c.queued.front());
+    c.queued.pop_front();
+    StartQuery(c, std::move(next));
+  }
 }
 
 void SessionClients::OnBatch(Client& c, uint64_t session, EventBatch batch) {
@@ -671,7 +829,7 @@ bool SessionClients::Drained() const {
   StateMachineRunner* runner = world_->Runner(1);
   for (const Client& c : clients_) {
     if (!c.alive) continue;
-    if (c.session == 0 || !c.outstanding.empty() || !c.received.empty()) return false;
+    if (c.session == 0 || !c.outstanding.empty() || !c.received.empty() || c.query || !c.queued.empty()) return false;
     const SessionState* s = runner->sessions().Find(c.session);
     if (s != nullptr && c.delivered_events != s->last_event_index) return false;
   }

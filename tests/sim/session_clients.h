@@ -37,6 +37,24 @@
 //     `previous` is not the last one it has makes it ask for a resend.
 // Everything a client delivers is recorded, for the checks.
 //
+// Queries (ClientOptions::make_query), as ClientService serves a
+// LINEARIZABLE one: only a leader takes it; it asks its raft core for a read
+// index (World::RequestReadAt) and, once that is confirmed and its state
+// machine applied up to it, runs the query on its runner and answers. A
+// server that loses leadership before the confirmation answers Unavailable;
+// a crash loses the query. A client has one query in flight at a time, sent
+// to the server it talks to (a refusal names the leader: the retry goes
+// there); a query refused or unanswered within request_timeout is retried as
+// a new operation (reads change nothing, so that is safe), on another server
+// unless a refusal named one.
+//
+// For a linearizability check, every client records each operation it
+// issued (ClientRecord::operations): when it was invoked, when the answer
+// arrived and what it was. A command is one operation however often it is
+// resent (same sequence: it takes effect once); a query attempt is one
+// operation. One still pending at the end (its session was lost, its client
+// killed) may or may not have taken effect.
+//
 // The checks (CheckHistories, after Drain):
 //   - each client delivered its responses in sequence order, each exactly
 //     once, each after every batch of an earlier index (its event_index) and
@@ -53,6 +71,7 @@
 //     after it was killed.
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -95,6 +114,31 @@ struct ClientOptions {
   bool check_releases = false;
   // Debugging a seed: print what this client sends and receives (0: none).
   int trace_client = 0;
+  // Queries: the bytes of a client's n-th query (n = 1, 2, ...); null: none.
+  // A submission is a query with probability query_share (when the client
+  // has none in flight), else a command.
+  std::function<std::string(std::mt19937_64&, int client, uint64_t n)> make_query;
+  double query_share = 0.0;
+  // A deliberately broken server (for the test that the linearizability
+  // check catches it): any server, leader or not, answers a query at once
+  // from the state it has applied, without a read index.
+  bool bug_stale_reads = false;
+};
+
+// One operation a client issued, for a linearizability check.
+struct ClientOperation {
+  enum class Kind { kCommand, kQuery };
+  // kPending: no answer (yet); it may take effect at any time after `invoked`,
+  // or never. kUnknown: a query given up on (timed out). kRefused: a query a
+  // server refused before running it: it surely did not happen.
+  enum class Outcome { kPending, kOk, kRefused, kUnknown };
+  Kind kind = Kind::kCommand;
+  uint64_t n = 0;         // the client's command or query number
+  std::string operation;  // the operation bytes
+  Micros invoked = 0;
+  Micros completed = 0;  // kOk, kRefused, kUnknown: when the client learned it
+  Outcome outcome = Outcome::kPending;
+  std::string result;  // kOk: the encoded result
 };
 
 // One thing a client handed to its application, in delivery order.
@@ -120,6 +164,7 @@ struct ClientRecord {
   bool killed = false;
   Micros killed_at = 0;
   std::vector<Delivery> delivered;
+  std::vector<ClientOperation> operations;  // in invocation order
   std::vector<std::string> errors;  // what it was told that a correct server never says to it
   std::string lost;                 // it was told its session is gone
   std::string expiry_excused;       // its session expired because nothing got through (see ClientOptions)
@@ -143,6 +188,9 @@ struct ClientStats {
   uint64_t orphan_sessions = 0;      // registered twice by a retried Register: one is never used
   uint64_t expired_sessions = 0;     // in the replayed log
   uint64_t expired_unreachable = 0;  // live clients' sessions the network silenced for a timeout
+  uint64_t queries_answered = 0;
+  uint64_t queries_refused = 0;    // not the leader, or leadership lost before the read index was confirmed
+  uint64_t queries_timed_out = 0;
 };
 
 class SessionClients : public WorldObserver {
@@ -156,6 +204,11 @@ class SessionClients : public WorldObserver {
   void Start();
   // Stops submitting new commands (the ones in flight go on).
   void StopSubmitting() { submitting_ = false; }
+  // Queues a query for `client` (after the one in flight, if any), whether
+  // or not it is submitting: for final reads. Drain waits for it.
+  void SubmitQuery(int client, std::string operation);
+  // The client has a session and neither was killed nor lost it.
+  bool Alive(int client) const;
   // The client stops for good: no more requests, keep-alives or deliveries.
   void Kill(int client);
   // Stops submitting, then runs until every live client has a response for
@@ -180,7 +233,7 @@ class SessionClients : public WorldObserver {
   void OnCrash(NodeId server) override;
 
  private:
-  enum class Kind { kRegister, kKeepAlive, kCommand, kResetEvents };
+  enum class Kind { kRegister, kKeepAlive, kCommand, kResetEvents, kQuery };
   struct Request {
     Kind kind = Kind::kCommand;
     int client = 0;
@@ -211,6 +264,14 @@ class SessionClients : public WorldObserver {
     std::string operation;
     uint64_t request = 0;  // the latest attempt's request id
     NodeId sent_to = 0;
+    size_t record = 0;  // in ClientRecord::operations
+  };
+  struct QueryState {
+    uint64_t n = 0;
+    std::string operation;
+    uint64_t request = 0;  // the current attempt's (0: waiting to resend)
+    NodeId server = 0;     // where the next attempt goes
+    size_t record = 0;     // the current attempt's, in ClientRecord::operations
   };
   struct Received {
     uint64_t command = 0;
@@ -236,11 +297,14 @@ class SessionClients : public WorldObserver {
     uint64_t reset_request = 0;
     Index delivered_events = 0;                   // the last batch delivered
     std::map<Index, server::EventBatch> batches;  // received, not delivered: by `previous`
+    uint64_t next_query = 1;
+    std::optional<QueryState> query;   // in flight
+    std::deque<std::string> queued;    // SubmitQuery: after it
   };
 
   // Network: the delays of the copies of one message (none: lost).
   std::vector<Micros> Delays(int client, NodeId server);
-  void SendToServer(Client& c, Request request);
+  void SendToServer(Client& c, Request request, NodeId server = 0);  // 0: the client's server
   void SendToClient(int client, NodeId from, std::function<void(Client&)> deliver);
   void ScheduleCut();
 
@@ -253,6 +317,9 @@ class SessionClients : public WorldObserver {
   void Push(NodeId server, int client, uint64_t session, const server::EventBatch& batch);
   void Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<std::string>& result, Index index,
                 Index event_index);
+  void ServeQuery(NodeId server, const Request& request);
+  void RunQueries(NodeId server);  // the confirmed reads its runner has applied far enough for
+  void RunQuery(NodeId server, const Request& request);  // now, on its runner, and answers
 
   // Client side.
   void StartClient(Client& c);
@@ -273,6 +340,10 @@ class SessionClients : public WorldObserver {
   void OnReply(Client& c, const Reply& reply);
   void OnCommandReply(Client& c, const Reply& reply);
   void OnBatch(Client& c, uint64_t session, server::EventBatch batch);
+  void StartQuery(Client& c, std::string operation);
+  void SendQuery(Client& c);
+  void RetryQuery(Client& c, ClientOperation::Outcome outcome, NodeId hint);
+  void OnQueryReply(Client& c, const Reply& reply);
   void Deliver(Client& c);
   void SessionLost(Client& c, const absl::Status& status);
   bool Retriable(const absl::Status& status) const;
@@ -295,6 +366,7 @@ class SessionClients : public WorldObserver {
   std::map<NodeId, std::vector<Request>> keep_alive_batch_;  // server -> pending keep-alives
   std::map<NodeId, bool> keep_alive_flush_posted_;
   std::map<NodeId, std::map<uint64_t, int>> subscribers_;  // server -> session -> client
+  std::map<NodeId, std::multimap<Index, Request>> confirmed_reads_;  // server -> read index -> query
   std::set<std::pair<int, NodeId>> cut_;                   // (client, server) links down
   std::map<Index, Micros> first_applied_at_;               // Unregister entries: when first applied
   NodeId replayed_from_ = 0;  // the server whose log the replay applied

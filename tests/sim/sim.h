@@ -97,6 +97,14 @@ struct Options {
   // Time entry once its clock passed the runner's next deadline while nothing
   // is in flight (so sessions expire and timers fire in an idle cluster).
   bool leader_duties = false;
+  // Off only in tests that must show another check (the clients' histories)
+  // catches a broken read index: the world then does not stop the run at a
+  // read confirmed below what was already committed.
+  bool check_read_index = true;
+  // raft::Config::check_quorum for every server. Off, a leader cut off from
+  // its followers keeps leading (in its own eyes) until it hears of a newer
+  // term: what the read index round alone must then make safe.
+  bool check_quorum = true;
 };
 
 struct Stats {
@@ -222,6 +230,11 @@ class World {
   // Proposes at server `id` (which must lead): the entry's (index, term).
   absl::StatusOr<std::pair<Index, Term>> ProposeAt(NodeId id, EntryType type, std::string payload);
   const SimDisk& Disk(NodeId id) const;
+  // A read index at server `id` (which must lead, else FailedPrecondition):
+  // `done` runs when its core confirms the read (ok, with the index a query
+  // must wait for) or fails it (leadership lost). A crash of the server drops
+  // it (never run). Checked like every read (Options::check_read_index).
+  absl::Status RequestReadAt(NodeId id, std::function<void(const raft::ReadState&)> done);
   // With an observer: when the leader of `term` proposed the entry at `index`.
   std::optional<Micros> ProposedAt(Index index, Term term) const;
   // A fresh runner of Options::state_machine (for replays).
@@ -270,6 +283,11 @@ class World {
   uint64_t proposal_counter_ = 0;
   uint64_t read_counter_ = 0;
   std::map<uint64_t, Index> read_floor_;  // read id -> committed index at request time
+  struct ReadWaiter {
+    NodeId server = 0;
+    std::function<void(const raft::ReadState&)> done;
+  };
+  std::map<uint64_t, ReadWaiter> read_waiters_;  // RequestReadAt: read id -> who waits
 
   // What the checks have seen.
   std::map<Term, NodeId> leader_of_term_;
