@@ -253,7 +253,7 @@ bool ApplyLoop::ApplyUpTo(Index target) {
           if (entry.type == EntryType::kCommand) ++stats_.commands;
           stats_.applied = i;  // before any response: a caller may read it right after
         }
-        for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result), r.event_index);
+        for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result), r.event_index, r.ran_at);
         // After the responses: events published at an index follow its response.
         DeliverPublished();
       } else {
@@ -286,7 +286,8 @@ bool ApplyLoop::ApplyUpTo(Index target) {
   return true;
 }
 
-void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index) {
+void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index,
+                               Index ran_at) {
   Waiter waiter;
   {
     std::lock_guard lock(mu_);
@@ -300,7 +301,7 @@ void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::strin
     waiters_.erase(it);
   }
   if (waiter.term == term) {
-    waiter.done(Outcome{std::move(result), index, event_index});
+    waiter.done(Outcome{std::move(result), ran_at != 0 ? ran_at : index, event_index});
   } else {
     waiter.done(Outcome{absl::AbortedError(absl::StrCat("the entry at index ", index,
                                                         " was replaced after a leader change (term ", waiter.term,

@@ -39,9 +39,10 @@ namespace caracal::server {
 
 using ResultCallback = std::function<void(absl::StatusOr<std::string>)>;
 
-// What a waiter or a query learns: the result, the index it belongs to (a
-// command's own index; the applied index a query read at) and, for a session
-// command, the session's last event batch before it.
+// What a waiter or a query learns: the result, the index it belongs to (where
+// a command ran — its own index, or for a duplicate or a held-back command
+// the index that produced the result; the applied index a query read at)
+// and, for a session command, the session's last event batch before it.
 struct Outcome {
   absl::StatusOr<std::string> result;
   Index index = 0;
@@ -139,7 +140,8 @@ class ApplyLoop {
   // Applies [applied_+1, target]; returns false on a log read error.
   bool ApplyUpTo(Index target);
   void RunQueries();
-  void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index = 0);
+  void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index = 0,
+                      Index ran_at = 0);
   void HandleSubscriptions(std::deque<Subscription> subscriptions);
   void DeliverPublished();
 

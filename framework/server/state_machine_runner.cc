@@ -190,7 +190,7 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       executor_.ApplyEmpty(entry.index, entry.timestamp);  // a retry: answered from the cache, applied once
       auto cached = sessions_.CachedFor(session, sequence);
       if (cached.ok()) {
-        out->push_back(Response{entry.index, entry.term, cached->result, cached->event_index});
+        out->push_back(Response{entry.index, entry.term, cached->result, cached->event_index, cached->index});
       } else {
         out->push_back(Response{entry.index, entry.term, cached.status(), 0});
       }
@@ -223,8 +223,8 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
     tracker_.Release(held.index);  // its Commit takes over
     absl::StatusOr<std::string> r = executor_.ApplyHeldCommand(held.index, session, held.operation);
     Index e = sessions_.RecordResponse(session, seq, CachedResponse{entry.index, r, 0});
-    for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, r, e});
-    out->push_back(Response{held.index, held.term, std::move(r), e});
+    for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, r, e, entry.index});
+    out->push_back(Response{held.index, held.term, std::move(r), e, entry.index});
   }
 }
 

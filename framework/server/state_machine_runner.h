@@ -51,6 +51,9 @@ class StateMachineRunner {
     // A session command's: the session's last event batch before the
     // response (the client delivers those events first).
     Index event_index = 0;
+    // Where the command ran, when not at `index`: a duplicate's first copy,
+    // a held-back command's gap filler. The client orders events by it.
+    Index ran_at = 0;
   };
   // Applies `entry` (entry.index == applied() + 1) and returns the responses
   // it produced: usually one, for entry.index; none for a command held back
