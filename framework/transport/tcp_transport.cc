@@ -223,6 +223,7 @@ class OutboundPeer : public std::enable_shared_from_this<OutboundPeer> {
   std::string address_text_;
   State state_ = State::kIdle;
   bool closed_ = false;
+  bool warned_unreachable_ = false;
   ConnectionPtr conn_;
   std::string pending_;  // encoded frames not yet handed to a write
   size_t pending_count_ = 0;
@@ -408,6 +409,7 @@ void OutboundPeer::OnConnected(const ConnectionPtr& conn, error_code ec) {
   state_ = State::kConnected;
   backoff_ = core_->options().initial_backoff;
   was_connected_ = true;
+  warned_unreachable_ = false;
   serialization::AppendHelloFrame({core_->self(), core_->cluster_id()}, &conn->hello);
   StartProbe();
   StartWrite();
@@ -463,6 +465,10 @@ void OutboundPeer::Fail(const std::string& reason) {
   if (was_connected_) {
     spdlog::warn("node {}: connection to node {} lost: {}", core_->self(), id_, reason);
     was_connected_ = false;
+  } else if (!warned_unreachable_) {
+    // Once per outage, so an operator sees a peer that never came up.
+    spdlog::warn("node {}: cannot reach node {} yet: {} (retrying with backoff)", core_->self(), id_, reason);
+    warned_unreachable_ = true;
   } else {
     spdlog::debug("node {}: node {}: {}", core_->self(), id_, reason);
   }

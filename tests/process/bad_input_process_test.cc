@@ -15,6 +15,7 @@
 #include "gtest/gtest.h"
 #include "spdlog/spdlog.h"
 #include "tests/testing/process.h"
+#include "tests/testing/server_cluster.h"
 #include "tests/testing/temp_dir.h"
 
 namespace caracal::testing {
@@ -133,6 +134,28 @@ TEST(BadInputProcessTest, ACorruptSegmentIsAClearErrorAtStartAndNotSilentlyDropp
   ASSERT_TRUE(code.has_value()) << "the server started on a corrupt log\n" << server.output();
   EXPECT_NE(*code, 0);
   EXPECT_THAT(server.output(), HasSubstr(segments.front().filename().string())) << server.output();
+}
+
+TEST(BadInputProcessTest, UnreachablePeersAreReportedAndTheClusterFormsWhenTheyArrive) {
+  TempDir dir;
+  ServerCluster cluster(3, CARACAL_SERVER_BINARY, dir.path(),
+                        {"--election-timeout-ms", "150", "--heartbeat-ms", "30", "--log-level", "warn"});
+  cluster.Start(1);
+  // Alone, it says which peers it cannot reach, and keeps running.
+  ASSERT_TRUE(cluster.WaitFor(20s, [&] {
+    std::string out = cluster.Output(1);
+    return out.find("cannot reach node 2") != std::string::npos && out.find("cannot reach node 3") != std::string::npos;
+  })) << cluster.Output(1);
+  EXPECT_THAT(cluster.Output(1), HasSubstr("Connection refused"));
+  ASSERT_TRUE(cluster.Running(1));
+  EXPECT_FALSE(cluster.Leader().has_value()) << "a leader without a quorum";
+  // The others arrive: a leader is elected and commits.
+  cluster.Start(2);
+  cluster.Start(3);
+  ASSERT_TRUE(cluster.WaitFor(30s, [&] {
+    auto leader = cluster.Leader();
+    return leader && leader->commit > 0;
+  })) << cluster.Output(1);
 }
 
 }  // namespace
