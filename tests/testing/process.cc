@@ -38,6 +38,11 @@ absl::StatusOr<Process> Process::Spawn(const std::vector<std::string>& argv, con
   } else {
     posix_spawn_file_actions_addopen(&actions, 2, err.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   }
+  // Nothing else of ours may leak into the child: a test's sockets (a
+  // client's connections, a proxy's listener and links) are rarely opened
+  // with close-on-exec, and a child holding a copy keeps a connection the
+  // test closed open -- to its peer, a link that silently swallows data.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
