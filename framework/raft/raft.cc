@@ -540,7 +540,7 @@ void Raft::HandleAppendResponse(NodeId from, const AppendEntriesResponse& m) {
 
 // ------------------------------------------------------------------ leader
 
-void Raft::SendAppend(NodeId to, Peer& peer, bool allow_empty) {
+void Raft::SendAppend(NodeId to, Peer& peer, bool allow_empty, bool with_entries) {
   Index prev = peer.next - 1;
   std::optional<Term> prev_term = TermAt(prev);
   if (!prev_term) {
@@ -557,9 +557,9 @@ void Raft::SendAppend(NodeId to, Peer& peer, bool allow_empty) {
   ae.prev_log_term = *prev_term;
   ae.commit_index = commit_;
   ae.round = round_;
-  CollectForAppend(peer.next, &ae);
+  if (with_entries) CollectForAppend(peer.next, &ae);
   bool nothing = ae.entries.empty() && ae.holes.empty();
-  if (nothing && peer.next <= LastIndex()) {
+  if (nothing && with_entries && peer.next <= LastIndex()) {
     // The log could not be read (error_ says why): do not spin on it.
     PausePeer(peer);
     return;
@@ -604,8 +604,12 @@ void Raft::BroadcastHeartbeats() {
   round_sent_[round_] = now_;
   for (auto& [id, peer] : peers_) {
     if (peer.progress == Progress::kProbe) {
-      peer.probe_sent = false;  // retransmit the probe (it or its answer may be lost)
-      SendAppend(id, peer, /*allow_empty=*/true);
+      // Retransmit the probe (it or its answer may be lost). If the last one
+      // went unanswered, the follower may be down or cut off: send a bare
+      // probe rather than up to max_append_bytes of entries every heartbeat.
+      bool unanswered = peer.probe_sent;
+      peer.probe_sent = false;
+      SendAppend(id, peer, /*allow_empty=*/true, /*with_entries=*/!unanswered);
       continue;
     }
     std::optional<Term> match_term = TermAt(peer.match);

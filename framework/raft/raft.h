@@ -208,7 +208,9 @@ class Raft {
   void HandleTimeoutNow(NodeId from, const TimeoutNow& m);
 
   // ---- leader ----
-  void SendAppend(NodeId to, Peer& peer, bool allow_empty);
+  // `with_entries` false: a bare probe (prev index/term only), for a
+  // follower that did not answer the last one.
+  void SendAppend(NodeId to, Peer& peer, bool allow_empty, bool with_entries = true);
   void PausePeer(Peer& peer);
   void BroadcastAppends();
   void BroadcastHeartbeats();
