@@ -13,28 +13,6 @@
 namespace caracal::testing {
 namespace {
 
-// "id=1 role=leader term=3 leader=1 commit=9 applied=9 ..." (see
-// tools/server/main.cc).
-std::optional<ServerStatus> ParseStatus(const std::string& line) {
-  if (line.empty()) return std::nullopt;
-  ServerStatus s;
-  for (absl::string_view field : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
-    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, absl::MaxSplits('=', 1));
-    uint64_t v = 0;
-    bool number = absl::SimpleAtoi(kv.second, &v);
-    if (kv.first == "role") s.role = std::string(kv.second);
-    if (!number) continue;
-    if (kv.first == "id") s.id = v;
-    if (kv.first == "term") s.term = v;
-    if (kv.first == "leader") s.leader = v;
-    if (kv.first == "commit") s.commit = v;
-    if (kv.first == "applied") s.applied = v;
-    if (kv.first == "last") s.last = v;
-    if (kv.first == "failed") s.failed = v != 0;
-  }
-  return s;
-}
-
 TcpProxy& Must(const std::unique_ptr<TcpProxy>* proxy, const std::string& what) {
   if (proxy == nullptr || !*proxy) throw std::out_of_range(absl::StrCat("no proxy ", what));
   return **proxy;
@@ -141,7 +119,7 @@ std::optional<ServerStatus> ProxiedCluster::Status(NodeId id) {
   std::ifstream in(DataDir(id) / "status");
   std::string line;
   if (!std::getline(in, line)) return std::nullopt;
-  return ParseStatus(line);
+  return ParseServerStatus(line);
 }
 
 std::optional<ServerStatus> ProxiedCluster::Leader() {

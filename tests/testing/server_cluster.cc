@@ -66,11 +66,8 @@ bool ServerCluster::Running(NodeId id) {
   return it != processes_.end() && it->second.running();
 }
 
-std::optional<ServerStatus> ServerCluster::Status(NodeId id) {
-  if (!Running(id)) return std::nullopt;
-  std::ifstream in(DataDir(id) / "status");
-  std::string line;
-  if (!std::getline(in, line)) return std::nullopt;
+std::optional<ServerStatus> ParseServerStatus(const std::string& line) {
+  if (line.empty()) return std::nullopt;
   ServerStatus s;
   for (absl::string_view field : absl::StrSplit(line, ' ', absl::SkipEmpty())) {
     std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(field, absl::MaxSplits('=', 1));
@@ -87,6 +84,14 @@ std::optional<ServerStatus> ServerCluster::Status(NodeId id) {
     if (kv.first == "failed") s.failed = v != 0;
   }
   return s;
+}
+
+std::optional<ServerStatus> ServerCluster::Status(NodeId id) {
+  if (!Running(id)) return std::nullopt;
+  std::ifstream in(DataDir(id) / "status");
+  std::string line;
+  if (!std::getline(in, line)) return std::nullopt;
+  return ParseServerStatus(line);
 }
 
 std::optional<ServerStatus> ServerCluster::Leader() {

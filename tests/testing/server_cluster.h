@@ -29,6 +29,10 @@ struct ServerStatus {
   bool failed = false;
 };
 
+// Parses a status line "id=1 role=leader term=3 leader=1 commit=9 ..." as
+// caracal-server writes it (tools/server/main.cc); nullopt for an empty line.
+std::optional<ServerStatus> ParseServerStatus(const std::string& line);
+
 class ServerCluster {
  public:
   ServerCluster(int servers, std::filesystem::path binary, std::filesystem::path directory,
