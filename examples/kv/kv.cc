@@ -86,6 +86,10 @@ std::optional<std::string> KvStateMachine::OnPut(Commit<Put> commit) {
   std::string key = commit->key;
   std::string value = commit->value;
   int64_t ttl = commit->ttl_ms;
+  if (ttl < 0 || ttl > kMaxTtlMs) {
+    throw OperationError(absl::InvalidArgumentError(
+        absl::StrCat("kv.put '", commit->key, "': ttl_ms ", ttl, " is outside [0, ", kMaxTtlMs, "] (0: no expiry)")));
+  }
   Index index = commit.index();
   return Set(key, std::move(value), index, ttl, std::move(commit));
 }

@@ -35,11 +35,13 @@
 
 namespace caracal::examples::kv {
 
+inline constexpr int64_t kMaxTtlMs = int64_t{10} * 365 * 24 * 3600 * 1000;  // ten years
+
 struct Put : Command<std::optional<std::string>> {  // returns the previous value
   static constexpr std::string_view kName = "kv.put";
   std::string key;
   std::string value;
-  int64_t ttl_ms = 0;  // > 0: the key expires this long (in log time) after the put
+  int64_t ttl_ms = 0;  // > 0: the key expires this long (in log time) after the put; at most kMaxTtlMs
   CARACAL_FIELDS(key, value, ttl_ms)
   CompactionMode compaction() const { return ttl_ms > 0 ? CompactionMode::kExpiring : CompactionMode::kRelease; }
 };

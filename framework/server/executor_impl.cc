@@ -91,6 +91,13 @@ void ExecutorImpl::CheckMayChangeState(const char* what) const {
 Scheduled ExecutorImpl::Schedule(LogTime delay, LogTime interval, std::function<void()> fn) {
   CheckMayChangeState("Executor::Schedule");
   if (delay < 0) delay = 0;
+  // Far beyond any real use, and far from overflowing log time (now + delay,
+  // deadline + interval) whatever a client put into an operation.
+  constexpr LogTime kMaxDelay = LogTime{100} * 365 * 24 * 3600 * 1'000'000;  // a century
+  if (delay > kMaxDelay || interval > kMaxDelay) {
+    throw std::invalid_argument(absl::StrCat("Executor::Schedule: a delay or interval over 100 years (",
+                                             std::max(delay, interval), " us)"));
+  }
   auto state = std::make_shared<Scheduled::State>();
   timers_.emplace(std::make_pair(time_ + delay, timer_sequence_++), Timer{interval, std::move(fn), state});
   return Scheduled(state);

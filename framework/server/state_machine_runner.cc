@@ -105,7 +105,11 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyRegister(const Entry& entry
   executor_.ApplyEmpty(entry.index, entry.timestamp);
   auto reg = serialization::DecodeRegisterEntry(entry.payload.view());
   if (!reg.ok()) return reg.status();
-  sessions_.Register(entry.index, entry.timestamp, reg->client_id, static_cast<LogTime>(reg->timeout_ms) * 1000);
+  // The client service bounds the timeout; an entry is trusted only so far
+  // (no overflow of keep-alive + timeout in log time).
+  constexpr uint64_t kMaxTimeoutMs = uint64_t{1} << 40;  // about 35 years
+  LogTime timeout = static_cast<LogTime>(std::min(reg->timeout_ms, kMaxTimeoutMs)) * 1000;
+  sessions_.Register(entry.index, entry.timestamp, reg->client_id, timeout);
   tracker_.Hold(entry.index);  // live while the session is open
   if (SessionListener* l = listener()) {
     try {

@@ -127,17 +127,26 @@ Term TermFromRuns(const std::vector<TermRun>& runs, Index index) {
 
 namespace {
 
-// The first offset after `bad` (within a bounded window) where a whole,
-// checksummed log record starts.
-std::optional<uint64_t> FindValidRecordAfter(std::string_view data, uint64_t bad) {
-  constexpr uint64_t kWindow = 4u << 20;
-  uint64_t end = std::min<uint64_t>(data.size(), bad + kWindow);
-  for (uint64_t at = bad + 1; at + 8 <= end; ++at) {
-    serialization::RecordView view = serialization::ReadRecord(data.substr(at));
-    if (view.kind != serialization::RecordView::Kind::kOk) continue;
-    if (serialization::DecodeLogRecordBody(view.body).ok()) return at;
-  }
-  return std::nullopt;
+// Whether the damage at `bad` sits in the middle of written data: the
+// damaged record's length field still reads sensibly and, right after the
+// record it announces, a whole checksummed record for a later index starts.
+// A torn write leaves nothing valid after the damage; garbage inside a
+// value cannot pass for the next record at exactly that place with a later
+// index. Damage in the length field itself cannot be told from a torn write
+// (the log is cut there, as before). O(1): no search.
+std::optional<uint64_t> ValidRecordFollows(std::string_view data, uint64_t bad, Index damaged_index) {
+  if (data.size() - bad < serialization::kRecordHeaderBytes) return std::nullopt;
+  uint32_t length = GetU32(data.data() + bad);
+  if (length == 0 || length % 8 != 0 || length > serialization::kMaxRecordBytes) return std::nullopt;
+  uint64_t next = bad + serialization::kRecordHeaderBytes + length;
+  if (next >= data.size()) return std::nullopt;
+  serialization::RecordView view = serialization::ReadRecord(data.substr(next));
+  if (view.kind != serialization::RecordView::Kind::kOk) return std::nullopt;
+  auto value = serialization::DecodeLogRecordBody(view.body);
+  if (!value.ok()) return std::nullopt;
+  Index first = std::holds_alternative<Entry>(*value) ? std::get<Entry>(*value).index : std::get<HoleRun>(*value).first;
+  if (first <= damaged_index) return std::nullopt;
+  return next;
 }
 
 }  // namespace
@@ -152,7 +161,7 @@ absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view 
     // A torn write leaves garbage only at the very end. A valid record
     // further on means the damage is in the middle of written (and maybe
     // acknowledged) data: refuse rather than cut it off.
-    if (std::optional<uint64_t> later = FindValidRecordAfter(data, offset)) {
+    if (std::optional<uint64_t> later = ValidRecordFollows(data, offset, scan.last + 1)) {
       return absl::DataLossError(absl::StrCat(
           "segment ", std::string(name), ": ", reason, ", yet a valid record follows at offset ", *later,
           ": the log is corrupt in the middle, not torn at its end; refusing to drop the entries after it "

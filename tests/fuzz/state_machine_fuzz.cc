@@ -54,34 +54,8 @@ constexpr LogTime kTick = 10'000;                         // 10 ms
 
 const bool kQuiet = (spdlog::set_level(spdlog::level::off), true);
 
-// KNOWN ISSUES, found by this target and reported; they are not in the
-// decoders, so the entries that trigger them are applied as Time entries
-// instead until they are fixed (then delete this function):
-//  * kv.put with a huge ttl_ms: examples/kv converts it to microseconds and
-//    ExecutorImpl::Schedule adds it to the log time, both as int64: signed
-//    overflow (undefined behaviour) on every server.
-//  * a Register entry with a huge timeout_ms: StateMachineRunner multiplies it
-//    by 1000 as int64, and the session table adds it to the log time. (The
-//    client service bounds the timeout, but the runner trusts the entry.)
-// 2^40 ms (about 35 years) keeps every such sum far from overflowing.
-// CARACAL_FUZZ_KNOWN_ISSUES=1 in the environment feeds them anyway (to check
-// a fix: the seeds known-issue-* trigger both).
-bool HitsKnownIssue(EntryType type, std::string_view payload) {
-  static const bool feed_anyway = std::getenv("CARACAL_FUZZ_KNOWN_ISSUES") != nullptr;
-  if (feed_anyway) return false;
-  constexpr uint64_t kMaxMs = uint64_t{1} << 40;
-  if (type == EntryType::kRegister) {
-    auto reg = s::DecodeRegisterEntry(payload);
-    return reg.ok() && reg->timeout_ms > kMaxMs;
-  }
-  if (type != EntryType::kCommand) return false;
-  auto command = s::DecodeCommandEntry(payload);
-  if (!command.ok()) return false;
-  auto op = codec::ParseOperation(command->operation);
-  if (!op.ok() || op->name() != examples::kv::Put::kName) return false;
-  auto put = op->DecodeArgs<examples::kv::Put>();
-  return put.ok() && put->ttl_ms > static_cast<int64_t>(kMaxMs);
-}
+// Entries with huge durations (kv.put ttl_ms, Register timeout_ms) once
+// overflowed log time; the seeds known-issue-* keep feeding them.
 
 std::string Digest(StateMachine& sm) {
   if (auto* kv = dynamic_cast<examples::kv::KvStateMachine*>(&sm)) return kv->Digest();
@@ -190,10 +164,6 @@ class Driver {
   }
 
   void Apply(EntryType type, std::string payload) {
-    if (HitsKnownIssue(type, payload)) {
-      type = EntryType::kTime;
-      payload.clear();
-    }
     const Index index = runners_[0]->applied() + 1;
     Entry entry{index, 1, time_, type, Bytes(std::move(payload))};
     auto first = runners_[0]->ApplyEntry(entry);

@@ -1,6 +1,8 @@
 // The key-value example on an embedded 3-server cluster: the whole path from
 // a submitted operation through the log to every server's state machine.
 
+#include <limits>
+
 #include "caracal/embedded.h"
 #include "examples/kv/kv.h"
 #include "gtest/gtest.h"
@@ -39,6 +41,17 @@ TEST(EmbeddedKvTest, PutGetRemoveAndCompareAndSet) {
   EXPECT_EQ(*cluster->Submit(Remove{.key = "a"}), "3");
   EXPECT_EQ(*cluster->Query(Get{.key = "a"}), std::nullopt);
   EXPECT_EQ(*cluster->Query(Size{}), 1u);
+}
+
+TEST(EmbeddedKvTest, ATtlOutsideItsRangeIsRejected) {
+  auto cluster = StartKv();
+  ASSERT_TRUE(cluster->WaitForLeader().ok());
+  for (int64_t ttl : {int64_t{-1}, kMaxTtlMs + 1, std::numeric_limits<int64_t>::max()}) {
+    auto r = cluster->Submit(Put{.key = "a", .value = "1", .ttl_ms = ttl});
+    EXPECT_TRUE(absl::IsInvalidArgument(r.status())) << ttl << ": " << r.status();
+  }
+  EXPECT_EQ(*cluster->Query(Get{.key = "a"}), std::nullopt);
+  EXPECT_TRUE(cluster->Submit(Put{.key = "a", .value = "1", .ttl_ms = kMaxTtlMs}).ok());
 }
 
 TEST(EmbeddedKvTest, EveryServerAppliesTheSameState) {

@@ -2,6 +2,7 @@
 // hand-built log entries: Commit semantics and release tracking, log-time
 // timers, errors that change nothing, leader side effects and role hooks.
 
+#include <limits>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -641,6 +642,14 @@ TEST_F(ExecutorErrorTest, HandlerThatThrowsIsAnErrorNamingTheOperation) {
   ExpectNothingChanged(3);
   // The state machine goes on.
   EXPECT_EQ(Run(2'001, SetOp{.key = "a", .value = 2}), 1);
+}
+
+TEST_F(ExecutorTest, ADelayBeyondACenturyIsAnErrorNotAnOverflow) {
+  auto r = Apply(1'000, ScheduleOp{.tag = "far", .delay_us = std::numeric_limits<int64_t>::max()});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "over 100 years")) << r.status();
+  auto periodic = Apply(1'001, ScheduleOp{.tag = "p", .delay_us = 1, .interval_us = std::numeric_limits<int64_t>::max()});
+  EXPECT_FALSE(periodic.ok());
 }
 
 TEST_F(ExecutorTest, AnOperationErrorReachesTheCallerWithItsCodeExceptTheFrameworksOwn) {

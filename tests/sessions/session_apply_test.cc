@@ -1,6 +1,7 @@
 // Sessions applied through the StateMachineRunner: exactly-once commands,
 // sequencing, expiry, listeners, events and release tracking.
 
+#include <limits>
 #include <map>
 
 #include "framework/server/state_machine_runner.h"
@@ -159,6 +160,13 @@ TEST_F(SessionApplyTest, AKeepAliveAnswersWhichOfItsSessionsAreNotOpen) {
                                            Bytes(serialization::EncodeUnregisterEntry({77, true}))});
   ASSERT_EQ(expired.size(), 1u);
   EXPECT_TRUE(expired[0].result.ok());
+}
+
+TEST_F(SessionApplyTest, AHugeTimeoutInARegisterEntryDoesNotOverflowLogTime) {
+  uint64_t s = Register(1'000'000, std::numeric_limits<uint64_t>::max());
+  ASSERT_NE(runner_->sessions().Find(s), nullptr);
+  EXPECT_FALSE(runner_->sessions().Find(s)->Suspect(LogTime{1'000'000} + LogTime{100'000'000'000'000}));  // 3 years on
+  EXPECT_GT(*runner_->NextDeadline(), LogTime{1'000'000});
 }
 
 TEST_F(SessionApplyTest, CommandsOfAnUnknownSessionFailAndChangeNothing) {
