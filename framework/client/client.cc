@@ -13,6 +13,7 @@
 #include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "framework/client/client_connection.h"
+#include "framework/transport/tcp_transport.h"
 #include "spdlog/spdlog.h"
 
 namespace caracal {
@@ -108,8 +109,8 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   absl::Status Open() {
     if (options_.servers.empty()) return absl::InvalidArgumentError("no servers given (WithServers)");
     for (const auto& s : options_.servers) {
-      if (s.find(':') == std::string::npos) {
-        return absl::InvalidArgumentError(absl::StrCat("server address '", s, "' is not host:port"));
+      if (auto parsed = transport::ParseHostPort(s); !parsed.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("server address '", s, "': ", parsed.status().message()));
       }
     }
     auto registered = std::make_shared<std::promise<absl::Status>>();
@@ -179,7 +180,6 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
         return;
       }
       Request(UnregisterRequest{session_}, [done](const ClientResponseValue& r) { done->set_value(r.status); });
-      closing_ = done;
     });
     absl::Status s = absl::OkStatus();
     if (future.wait_for(options_.attempt_timeout) != std::future_status::ready) {
@@ -195,7 +195,6 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   struct PendingCommand {
     std::string operation;
     ResultCallback done;
-    bool sent = false;
   };
   struct ReadyResponse {
     absl::StatusOr<std::string> result;
@@ -208,6 +207,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     Consistency consistency;
     ResultCallback done;
     Clock::time_point deadline;
+    bool via_reader = false;  // sent on (or waiting for) the read connection
   };
   using ResponseFn = std::function<void(const ClientResponseValue&)>;
 
@@ -291,10 +291,10 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       last_error_ = absl::StrCat(current_address_, ": ", why.message());
       Reconnect(true);
     });
-    conn->Connect(address, [this, conn](absl::Status s) {
+    conn->Connect(address, [this, conn, address](absl::Status s) {
       if (conn != conn_.get()) return;
       if (!s.ok()) {
-        last_error_ = absl::StrCat(address_of(conn), ": ", s.message());
+        last_error_ = absl::StrCat(address, ": ", s.message());
         Reconnect(true);
         return;
       }
@@ -303,8 +303,6 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       OnConnected();
     });
   }
-
-  static std::string address_of(client::ClientConnection* c) { return c->address(); }
 
   void OnConnected() {
     if (session_ == 0) {
@@ -536,6 +534,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     auto it = queries_.find(id);
     if (it == queries_.end()) return;
     if (UseReader(it->second)) {
+      it->second.via_reader = true;
       if (reader_ready_) {
         SendOnReader(id);
       } else if (!reader_) {
@@ -543,13 +542,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       }
       return;
     }
-    Request(QueryFor(it->second), [this, id](const ClientResponseValue& r) {
-      if (Retryable(r)) {
-        if (absl::IsAborted(r.status)) SendQuery(id);
-        return;
-      }
-      CompleteQuery(id, r);
-    });
+    SendQueryOnMain(id);
   }
 
   void CompleteQuery(uint64_t id, const ClientResponseValue& r) {
@@ -615,6 +608,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   void SendQueryOnMain(uint64_t id) {
     auto it = queries_.find(id);
     if (it == queries_.end() || !conn_ready_) return;  // OnConnected resends it
+    it->second.via_reader = false;
     Request(QueryFor(it->second), [this, id](const ClientResponseValue& r) {
       if (Retryable(r)) {
         if (absl::IsAborted(r.status)) SendQueryOnMain(id);
@@ -631,14 +625,9 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     reader_.reset();
     reader_ready_ = false;
     reader_backoff_until_ = Clock::now() + options_.attempt_timeout / 2;
-    std::map<uint64_t, uint64_t> stranded = std::exchange(reader_handlers_, {});
-    for (const auto& [request, id] : stranded) SendQueryOnMain(id);
+    reader_handlers_.clear();
     for (auto& [id, q] : queries_) {
-      if (q.consistency == Consistency::kSequential && !std::any_of(stranded.begin(), stranded.end(), [&](auto& kv) {
-            return kv.second == id;
-          })) {
-        SendQueryOnMain(id);
-      }
+      if (q.via_reader) SendQueryOnMain(id);
     }
   }
 
@@ -735,7 +724,6 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   uint64_t session_ = 0;
   std::atomic<uint64_t> public_session_ = 0;
   std::shared_ptr<std::promise<absl::Status>> on_registered_;
-  std::shared_ptr<std::promise<absl::Status>> closing_;
   bool keep_alive_in_flight_ = false;
   Clock::time_point last_keep_alive_ok_{};
   bool closed_ = false;

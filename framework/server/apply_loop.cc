@@ -221,7 +221,6 @@ void ApplyLoop::Run() {
     }
     for (const auto& r : roles) runner_.SetRole(r.role, r.term, r.leader);
     HandleSubscriptions(std::move(subscriptions));
-    subscriptions.clear();
     if (target > runner_.applied() && !ApplyUpTo(target)) return;
     RunQueries();
   }

@@ -59,10 +59,10 @@ void ClientService::Stop() {
   duty_timer_.cancel();
 }
 
-bool ClientService::IsLeader() const { return node_->status().raft.role == raft::Role::kLeader; }
+bool ClientService::IsLeader() const { return node_->role() == raft::Role::kLeader; }
 
 absl::Status ClientService::NotLeader() const {
-  NodeId leader = node_->status().raft.leader;
+  NodeId leader = node_->leader();
   if (leader == 0 || leader == options_.id) {
     return absl::UnavailableError(absl::StrCat("server ", options_.id, " is not the leader and knows no leader"));
   }
@@ -75,7 +75,7 @@ void ClientService::Respond(ConnectionId connection, uint64_t request_id, absl::
   ClientResponseValue response;
   response.request_id = request_id;
   response.status = std::move(status);
-  response.leader = node_->status().raft.leader;
+  response.leader = node_->leader();
   // The members travel when the client may need somewhere else to go: with
   // errors, and with the answers that open a conversation.
   bool opening = std::holds_alternative<RegisterResult>(body) || std::holds_alternative<std::monostate>(body);
@@ -246,6 +246,7 @@ void ClientService::RunDuties() {
         node_->Propose(EntryType::kUnregister, Bytes(EncodeUnregisterEntry(UnregisterEntryValue{session, true})));
     if (!proposed.ok()) return;
     expiring_[session] = {proposed->first, now};
+    FlushSoon();
     spdlog::info("server {}: session {} stopped keeping alive: proposing its expiry at index {}", options_.id,
                  session, proposed->first);
   }
@@ -255,10 +256,12 @@ void ClientService::RunDuties() {
                        .count();
     if (wall > *duties.next_deadline && node_->status().raft.last_index <= duties.applied) {
       auto proposed = node_->Propose(EntryType::kTime, Bytes(std::string()));
-      if (proposed.ok()) time_entry_ = proposed->first;
+      if (proposed.ok()) {
+        time_entry_ = proposed->first;
+        FlushSoon();
+      }
     }
   }
-  node_->Flush();
 }
 
 }  // namespace caracal::server

@@ -96,6 +96,9 @@ class RaftNode {
   void SetStatusHandler(StatusHandler handler) { status_handler_ = std::move(handler); }
 
   RaftNodeStatus status() const;
+  // The core's role and leader, without building a whole status (hot path).
+  raft::Role role() const { return raft_->role(); }
+  NodeId leader() const { return raft_->leader(); }
   const storage::Log& log() const { return *log_; }
 
  private:

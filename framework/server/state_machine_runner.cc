@@ -3,6 +3,7 @@
 #include <cassert>
 
 #include "absl/strings/str_cat.h"
+#include "framework/common/endian.h"
 #include "serialization/codec.h"
 #include "serialization/session_codec.h"
 #include "spdlog/spdlog.h"
@@ -86,16 +87,14 @@ absl::Status SessionNotOpen(uint64_t session) {
 }
 
 void AppendUnknownSession(uint64_t session, std::string* out) {
-  for (int i = 0; i < 8; ++i) out->push_back(static_cast<char>((session >> (8 * i)) & 0xff));
+  size_t at = out->size();
+  out->resize(at + 8);
+  PutU64(out->data() + at, session);
 }
 
 std::vector<uint64_t> DecodeUnknownSessions(std::string_view bytes) {
   std::vector<uint64_t> out;
-  for (size_t at = 0; at + 8 <= bytes.size(); at += 8) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; ++i) v |= static_cast<uint64_t>(static_cast<uint8_t>(bytes[at + i])) << (8 * i);
-    out.push_back(v);
-  }
+  for (size_t at = 0; at + 8 <= bytes.size(); at += 8) out.push_back(GetU64(bytes.data() + at));
   return out;
 }
 
@@ -200,9 +199,9 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       }
       return;
     }
-    case SessionTable::Order::kEarly:
-      if (auto held = sessions_.FindMutable(session)->held.find(sequence);
-          held != sessions_.FindMutable(session)->held.end()) {
+    case SessionTable::Order::kEarly: {
+      auto& held_commands = sessions_.FindMutable(session)->held;
+      if (auto held = held_commands.find(sequence); held != held_commands.end()) {
         // A retry of a command already held back: the first copy runs, and
         // answers this entry's waiter too; this entry holds nothing.
         executor_.ApplyEmpty(entry.index, entry.timestamp);
@@ -213,6 +212,7 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       tracker_.Hold(entry.index);  // until it runs
       sessions_.Hold(session, sequence, HeldCommand{entry.index, entry.term, entry.timestamp, std::move(operation), {}});
       return;
+    }
     case SessionTable::Order::kNext:
       break;
   }
