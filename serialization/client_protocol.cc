@@ -27,8 +27,8 @@ std::string FromData(capnp::Data::Reader data) {
 std::string FromText(capnp::Text::Reader text) { return std::string(text.begin(), text.size()); }
 
 template <typename Fill>
-void AppendClientFrame(Fill fill, std::string* out) {
-  capnp::MallocMessageBuilder message;
+void AppendClientFrame(size_t payload_bytes, Fill fill, std::string* out) {
+  capnp::MallocMessageBuilder message(FirstSegmentWords(payload_bytes));
   auto frame = message.initRoot<wire::Frame>();
   frame.setVersion(wire::FORMAT_VERSION);
   fill(frame);
@@ -265,15 +265,30 @@ absl::StatusOr<PublishEventsValue> FromWire(wire::PublishEvents::Reader in) {
 // ---------------------------------------------------------------- frames
 
 void AppendClientRequestFrame(const ClientRequestValue& request, std::string* out) {
-  AppendClientFrame([&](wire::Frame::Builder f) { ToWire(request, f.initClientRequest()); }, out);
+  size_t payload = std::visit(
+      [](const auto& body) -> size_t {
+        using T = std::decay_t<decltype(body)>;
+        if constexpr (std::is_same_v<T, CommandRequest> || std::is_same_v<T, QueryRequest>) {
+          return body.operation.size();
+        } else {
+          return 64;
+        }
+      },
+      request.body);
+  AppendClientFrame(payload, [&](wire::Frame::Builder f) { ToWire(request, f.initClientRequest()); }, out);
 }
 
 void AppendClientResponseFrame(const ClientResponseValue& response, std::string* out) {
-  AppendClientFrame([&](wire::Frame::Builder f) { ToWire(response, f.initClientResponse()); }, out);
+  size_t payload = response.status.message().size() + response.members.size() * 48;
+  if (const auto* c = std::get_if<CommandResult>(&response.body)) payload += c->result.size();
+  if (const auto* q = std::get_if<QueryResult>(&response.body)) payload += q->result.size();
+  AppendClientFrame(payload, [&](wire::Frame::Builder f) { ToWire(response, f.initClientResponse()); }, out);
 }
 
 void AppendPublishEventsFrame(const PublishEventsValue& events, std::string* out) {
-  AppendClientFrame([&](wire::Frame::Builder f) { ToWire(events, f.initPublishEvents()); }, out);
+  size_t payload = 0;
+  for (const EventValue& e : events.events) payload += e.name.size() + e.payload.size() + 32;
+  AppendClientFrame(payload, [&](wire::Frame::Builder f) { ToWire(events, f.initPublishEvents()); }, out);
 }
 
 }  // namespace caracal::serialization

@@ -70,13 +70,13 @@ absl::StatusOr<Entry> FromWire(wire::Entry::Reader in) {
 }
 
 void AppendEntryRecord(const Entry& entry, std::string* out) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(entry.payload.size()));
   ToWire(entry, message.initRoot<wire::LogRecord>().initEntry());
   AppendRecord(message, out);
 }
 
 void AppendHoleRecord(const HoleRun& holes, std::string* out) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
   HoleToWire(holes, message.initRoot<wire::LogRecord>().initHoles());
   AppendRecord(message, out);
 }
@@ -100,7 +100,7 @@ absl::StatusOr<LogRecordValue> DecodeLogRecordBody(std::string_view body) {
 }
 
 std::string EncodeHardState(const HardState& state) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
   auto root = message.initRoot<wire::HardState>();
   root.setTerm(state.term);
   root.setVotedFor(state.voted_for);
@@ -114,7 +114,7 @@ absl::StatusOr<HardState> DecodeHardState(std::string_view bytes) {
 }
 
 std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(operation.size()));
   auto root = message.initRoot<wire::CommandEntry>();
   root.setSession(session);
   root.setSequence(sequence);
@@ -131,7 +131,12 @@ absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload) {
 }
 
 void AppendRaftFrame(const raft::Message& m, std::string* out) {
-  capnp::MallocMessageBuilder message;
+  size_t payload = 0;
+  if (const auto* append = std::get_if<raft::AppendEntries>(&m.body)) {
+    for (const Entry& e : append->entries) payload += e.payload.size() + 48;  // + the entry struct and list pointer
+    payload += append->holes.size() * 24;
+  }
+  capnp::MallocMessageBuilder message(FirstSegmentWords(payload));
   auto frame = message.initRoot<wire::Frame>();
   frame.setVersion(wire::FORMAT_VERSION);
   auto r = frame.initRaft();
@@ -181,7 +186,7 @@ void AppendRaftFrame(const raft::Message& m, std::string* out) {
 }
 
 void AppendHelloFrame(const HelloValue& hello, std::string* out) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
   auto frame = message.initRoot<wire::Frame>();
   frame.setVersion(wire::FORMAT_VERSION);
   auto h = frame.initHello();

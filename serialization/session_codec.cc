@@ -8,7 +8,7 @@
 
 namespace caracal::serialization {
 std::string EncodeRegisterEntry(const RegisterEntryValue& value) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(value.client_id.size()));
   auto root = message.initRoot<wire::RegisterEntry>();
   root.setClientId(value.client_id);
   root.setTimeoutMs(value.timeout_ms);
@@ -22,7 +22,7 @@ absl::StatusOr<RegisterEntryValue> DecodeRegisterEntry(std::string_view payload)
 }
 
 std::string EncodeKeepAliveEntry(const KeepAliveEntryValue& value) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(value.sessions.size() * 24));
   auto list = message.initRoot<wire::KeepAliveEntry>().initSessions(value.sessions.size());
   for (size_t i = 0; i < value.sessions.size(); ++i) {
     list[i].setSession(value.sessions[i].session);
@@ -44,7 +44,7 @@ absl::StatusOr<KeepAliveEntryValue> DecodeKeepAliveEntry(std::string_view payloa
 }
 
 std::string EncodeUnregisterEntry(const UnregisterEntryValue& value) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
   auto root = message.initRoot<wire::UnregisterEntry>();
   root.setSession(value.session);
   root.setExpired(value.expired);

@@ -1,7 +1,9 @@
 #include "examples/kv/kv.h"
 
+#include <algorithm>
 #include <cassert>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -34,13 +36,13 @@ void KvStateMachine::Configure(Executor& executor) {
 std::optional<std::string> KvStateMachine::Set(const std::string& key, std::string value, Index index,
                                                int64_t ttl_ms, std::optional<Commit<Put>> put) {
   std::optional<std::string> previous;
-  auto it = map_.find(key);
-  if (it != map_.end()) {
-    previous = std::move(it->second.value);
-    it->second.expiry.Cancel();
-    map_.erase(it);  // releases the Put that wrote the old value
+  auto [it, inserted] = map_.try_emplace(key);
+  Value& v = it->second;
+  if (!inserted) {
+    previous = std::move(v.value);
+    v.expiry.Cancel();
+    Value replaced = std::exchange(v, Value{});  // releases the Put that wrote the old value
   }
-  Value& v = map_[key];
   v.value = std::move(value);
   v.written_at = index;
   if (put) v.put = std::move(*put);
@@ -172,7 +174,14 @@ void KvStateMachine::CheckInvariants() const {
 
 std::string KvStateMachine::Digest() const {
   std::string out;
-  for (const auto& [k, v] : map_) absl::StrAppend(&out, k, "=", v.value, "@", v.written_at, v.expiry.active() ? "~" : "", ";");
+  std::vector<const std::pair<const std::string, Value>*> entries;
+  entries.reserve(map_.size());
+  for (const auto& entry : map_) entries.push_back(&entry);
+  std::sort(entries.begin(), entries.end(), [](const auto* a, const auto* b) { return a->first < b->first; });
+  for (const auto* entry : entries) {
+    const auto& [k, v] = *entry;
+    absl::StrAppend(&out, k, "=", v.value, "@", v.written_at, v.expiry.active() ? "~" : "", ";");
+  }
   if (!watchers_.empty()) {
     absl::StrAppend(&out, "|watches:");
     for (const auto& [id, watcher] : watchers_) {

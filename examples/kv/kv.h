@@ -30,6 +30,7 @@
 #include <string>
 #include <string_view>
 
+#include "absl/container/flat_hash_map.h"
 #include "caracal/operation.h"
 #include "caracal/state_machine.h"
 
@@ -149,7 +150,7 @@ class KvStateMachine : public StateMachine, public SessionListener {
   };
 
   Executor* executor_ = nullptr;
-  std::map<std::string, Value> map_;
+  absl::flat_hash_map<std::string, Value> map_;  // point lookups only (Digest sorts)
   uint64_t expirations_ = 0;
   std::map<uint64_t, Watcher> watchers_;                     // session -> its watches
   std::map<std::string, std::set<uint64_t>> by_prefix_;      // prefix -> sessions watching it

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "framework/common/thread_name.h"
 #include "serialization/codec.h"
 #include "spdlog/spdlog.h"
 
@@ -29,7 +30,10 @@ ApplyLoop::~ApplyLoop() { Stop(); }
 void ApplyLoop::Start() {
   std::lock_guard lock(mu_);
   if (thread_.joinable() || stopping_) return;
-  thread_ = std::thread([this] { Run(); });
+  thread_ = std::thread([this] {
+    SetThreadName("caracal-apply");
+    Run();
+  });
 }
 
 void ApplyLoop::Stop() {

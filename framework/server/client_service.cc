@@ -20,6 +20,7 @@ ClientService::ClientService(boost::asio::io_context& io, ClientServiceOptions o
       apply_(apply),
       tcp_(tcp),
       alive_(std::make_shared<bool>(true)),
+      inbox_(io),
       duty_timer_(io) {
   if (options_.min_session_timeout_ms == 0) {
     options_.min_session_timeout_ms = 2 * static_cast<uint64_t>(options_.election_timeout.count());
@@ -41,7 +42,7 @@ void ClientService::Start() {
       PublishEventsValue value{session, batch.index, batch.previous, {}};
       value.events.reserve(batch.events.size());
       for (const auto& e : batch.events) value.events.push_back(EventValue{e.name, e.payload});
-      boost::asio::post(io_, [this, alive, subscriber, value = std::move(value)] {
+      inbox_.Post([this, alive, subscriber, value = std::move(value)] {
         if (!*alive) return;
         absl::Status s = tcp_->PushToClient(subscriber, value);
         if (!s.ok() && !absl::IsNotFound(s)) {
@@ -90,7 +91,7 @@ void ClientService::Respond(ConnectionId connection, uint64_t request_id, absl::
 
 std::function<void(Outcome)> ClientService::OnIo(std::function<void(Outcome)> fn) {
   return [this, alive = alive_, fn = std::move(fn)](Outcome outcome) mutable {
-    boost::asio::post(io_, [alive, fn = std::move(fn), outcome = std::move(outcome)]() mutable {
+    inbox_.Post([alive, fn = std::move(fn), outcome = std::move(outcome)]() mutable {
       if (*alive) fn(std::move(outcome));
     });
   };
@@ -186,7 +187,7 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
           });
         } else if constexpr (std::is_same_v<T, ResetEventsRequest>) {
           apply_->Subscribe(body.session, c, body.from_index, [this, alive = alive_, c, id](absl::Status s) {
-            boost::asio::post(io_, [this, alive, c, id, s = std::move(s)] {
+            inbox_.Post([this, alive, c, id, s = std::move(s)] {
               if (*alive) Respond(c, id, s);
             });
           });

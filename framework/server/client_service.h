@@ -38,7 +38,8 @@
 // cluster's log time still moves: DESIGN.md section 4).
 //
 // Threading: everything runs on the io thread, except the ApplyLoop
-// callbacks, which post back to it.
+// callbacks, which queue their work for it in an IoInbox (one wake-up per
+// applied batch, and responses and events stay in apply order).
 
 #include <chrono>
 #include <map>
@@ -48,6 +49,7 @@
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "framework/server/apply_loop.h"
+#include "framework/server/io_inbox.h"
 #include "framework/server/raft_node.h"
 #include "framework/transport/tcp_transport.h"
 #include "serialization/client_protocol.h"
@@ -105,6 +107,7 @@ class ClientService {
   ApplyLoop* apply_;
   transport::TcpTransport* tcp_;
   std::shared_ptr<bool> alive_;
+  IoInbox inbox_;  // the state machine thread's responses and events, in apply order
   boost::asio::steady_timer duty_timer_;
   std::vector<PendingKeepAlive> keep_alives_;
   bool keep_alive_flush_posted_ = false;

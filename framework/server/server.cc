@@ -7,6 +7,7 @@
 #include "boost/asio/executor_work_guard.hpp"
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/post.hpp"
+#include "framework/common/thread_name.h"
 #include "framework/server/apply_loop.h"
 #include "framework/server/client_service.h"
 #include "framework/server/raft_node.h"
@@ -84,7 +85,10 @@ class Server::Impl {
     service_->Start();
     apply_->Start();
     node_->Start();
-    thread_ = std::thread([this] { io_.run(); });
+    thread_ = std::thread([this] {
+      SetThreadName("caracal-io");
+      io_.run();
+    });
     return absl::OkStatus();
   }
 

@@ -4,6 +4,33 @@
 
 namespace caracal::server {
 
+void ResponseCache::Put(uint64_t sequence, CachedResponse response) {
+  if (sequence < first_) return;
+  if (slots_.empty()) first_ = sequence;
+  uint64_t offset = sequence - first_;
+  if (offset >= slots_.size()) slots_.resize(offset + 1);
+  slots_[offset] = std::move(response);
+}
+
+const CachedResponse* ResponseCache::Find(uint64_t sequence) const {
+  if (sequence < first_ || sequence - first_ >= slots_.size() || !slots_[sequence - first_]) return nullptr;
+  return &*slots_[sequence - first_];
+}
+
+void ResponseCache::TrimThrough(uint64_t sequence) {
+  while (!slots_.empty() && first_ <= sequence) {
+    slots_.pop_front();
+    ++first_;
+  }
+  if (slots_.empty()) first_ = std::max(first_, sequence + 1);
+}
+
+size_t ResponseCache::size() const {
+  size_t n = 0;
+  for (const auto& slot : slots_) n += slot.has_value();
+  return n;
+}
+
 SessionState& SessionTable::Register(Index index, LogTime time, std::string client_id, LogTime timeout) {
   SessionState& s = sessions_[index];
   s = SessionState{};
@@ -21,7 +48,7 @@ bool SessionTable::KeepAlive(uint64_t id, Index index, LogTime time, uint64_t co
   s->keep_alive_index = index;
   if (command_sequence > s->acked_sequence) {
     s->acked_sequence = std::min(command_sequence, s->last_sequence);
-    s->responses.erase(s->responses.begin(), s->responses.upper_bound(s->acked_sequence));
+    s->responses.TrimThrough(s->acked_sequence);
   }
   if (event_index > s->acked_event_index) {
     s->acked_event_index = std::min(event_index, s->last_event_index);
@@ -83,19 +110,19 @@ Index SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedRespons
     response.event_index = std::min(s->acked_event_index, response.index - 1);
   }
   Index event_index = response.event_index;
-  s->responses[sequence] = std::move(response);
+  s->responses.Put(sequence, std::move(response));
   return event_index;
 }
 
 absl::StatusOr<CachedResponse> SessionTable::CachedFor(uint64_t id, uint64_t sequence) const {
   const SessionState* s = Find(id);
   if (s == nullptr) return absl::NotFoundError(absl::StrCat("session ", id, " is not open"));
-  auto it = s->responses.find(sequence);
-  if (it == s->responses.end()) {
+  const CachedResponse* cached = s->responses.Find(sequence);
+  if (cached == nullptr) {
     return absl::NotFoundError(absl::StrCat("the response to command ", sequence, " of session ", id,
                                             " was already acknowledged and dropped"));
   }
-  return it->second;
+  return *cached;
 }
 
 void SessionTable::Publish(uint64_t id, Index index, PublishedEvent event) {
@@ -150,9 +177,9 @@ std::string SessionTable::Digest() const {
   for (const auto& [id, s] : sessions_) {
     absl::StrAppend(&out, id, "{", s.client_id, " t=", s.timeout, " ka=", s.keep_alive, "@", s.keep_alive_index,
                     " seq=", s.last_sequence, "/", s.acked_sequence, " resp=");
-    for (const auto& [seq, r] : s.responses) {
+    s.responses.ForEach([&](uint64_t seq, const CachedResponse& r) {
       absl::StrAppend(&out, seq, ":", r.index, ":", r.result.ok() ? *r.result : r.result.status().ToString(), ",");
-    }
+    });
     absl::StrAppend(&out, " held=");
     for (const auto& [seq, h] : s.held) absl::StrAppend(&out, seq, ":", h.index, ",");
     absl::StrAppend(&out, " ev=", s.last_event_index, "/", s.acked_event_index, ":");

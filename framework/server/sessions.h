@@ -58,6 +58,32 @@ struct CachedResponse {
 };
 
 // A command that arrived before its predecessor in sequence.
+// A session's cached responses by command sequence, kept until the client
+// acknowledges them. A session's commands run in sequence order, so responses
+// arrive in increasing sequence and are trimmed from the front: a deque
+// indexed by offset, with no node allocation per command.
+class ResponseCache {
+ public:
+  // Records `response` for `sequence`; a sequence at or below the trimmed
+  // point is ignored, a recorded one is replaced.
+  void Put(uint64_t sequence, CachedResponse response);
+  const CachedResponse* Find(uint64_t sequence) const;
+  // Drops every response at or below `sequence`.
+  void TrimThrough(uint64_t sequence);
+  size_t size() const;
+  // (sequence, response) in increasing sequence.
+  template <typename F>
+  void ForEach(F f) const {
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i]) f(first_ + i, *slots_[i]);
+    }
+  }
+
+ private:
+  uint64_t first_ = 1;  // the sequence of slots_.front()
+  std::deque<std::optional<CachedResponse>> slots_;
+};
+
 struct HeldCommand {
   Index index = 0;
   Term term = 0;
@@ -76,7 +102,7 @@ struct SessionState {
   Index keep_alive_index = 0;   // the KeepAlive entry that holds it live (0: none)
   uint64_t last_sequence = 0;
   uint64_t acked_sequence = 0;
-  std::map<uint64_t, CachedResponse> responses;
+  ResponseCache responses;
   std::map<uint64_t, HeldCommand> held;
   std::deque<EventBatch> events;
   Index last_event_index = 0;

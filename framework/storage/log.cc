@@ -317,6 +317,7 @@ absl::StatusOr<std::optional<Entry>> Log::Get(Index index) const {
   if (index <= base_.index || index > last_index_) {
     return OutOfRangeError("Get of index", index, index, base_.index + 1, last_index_);
   }
+  if (!cache_.empty() && index >= cache_.front().index) return std::optional<Entry>(cache_[index - cache_.front().index]);
   const Segment* seg = FindSegment(index);
   if (seg == nullptr) return absl::InternalError(absl::StrCat("no segment holds index ", index));
   const RecordMeta& rec = seg->records[seg->RecordOf(index)];
@@ -341,6 +342,7 @@ absl::Status Log::Read(Index from, Index to, size_t max_bytes, std::vector<Entry
   if (from > to || from <= base_.index || to > last_index_) {
     return OutOfRangeError("Read of", from, to, base_.index + 1, last_index_);
   }
+  if (ReadCached(from, to, max_bytes, entries)) return absl::OkStatus();
   ReadState state{from, max_bytes, 0, false, entries, holes};
   while (state.next <= to) {
     const Segment* seg = FindSegment(state.next);
@@ -350,6 +352,52 @@ absl::Status Log::Read(Index from, Index to, size_t max_bytes, std::vector<Entry
     if (*stopped) break;
   }
   return absl::OkStatus();
+}
+
+bool Log::ReadCached(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries) const {
+  if (cache_.empty() || from < cache_.front().index) return false;
+  size_t payload = 0;
+  for (Index i = from; i <= to; ++i) {
+    const Entry& e = cache_[i - cache_.front().index];
+    if (i > from && payload + e.payload.size() > max_bytes) break;
+    payload += e.payload.size();
+    entries->push_back(e);
+  }
+  return true;
+}
+
+void Log::CacheAppend(absl::Span<const Entry> entries, bool holes) {
+  if (holes || options_.cache_bytes == 0) {
+    cache_.clear();
+    cache_payload_ = 0;
+    return;
+  }
+  for (const Entry& e : entries) {
+    cache_.push_back(e);
+    cache_payload_ += e.payload.size();
+  }
+  while (cache_.size() > 1 && cache_payload_ > options_.cache_bytes) {
+    cache_payload_ -= cache_.front().payload.size();
+    cache_.pop_front();
+  }
+}
+
+void Log::CacheDropFrom(Index from) {
+  while (!cache_.empty() && cache_.back().index >= from) {
+    cache_payload_ -= cache_.back().payload.size();
+    cache_.pop_back();
+  }
+  if (!cache_.empty() && cache_.back().index != last_index_) {  // the log now ends in a hole run
+    cache_.clear();
+    cache_payload_ = 0;
+  }
+}
+
+void Log::CacheDropThrough(Index through) {
+  while (!cache_.empty() && cache_.front().index <= through) {
+    cache_payload_ -= cache_.front().payload.size();
+    cache_.pop_front();
+  }
 }
 
 absl::StatusOr<bool> Log::ReadFromSegment(const Segment& seg, Index to, ReadState* state) const {
@@ -575,6 +623,7 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
     if (b.created) segments_.push_back(std::move(b.created));
   }
   last_index_ = next - 1;
+  CacheAppend(entries, !holes.empty());
   CheckInvariants();
   return absl::OkStatus();
 }
@@ -648,6 +697,7 @@ absl::Status Log::TruncateSuffix(Index from) {
   if (status.ok() && !segments_.empty() && segments_.back()->last >= from) status = CutSegment(*segments_.back(), from);
   if (!status.ok()) broken_ = status;  // the files may now disagree with the index
   last_index_ = segments_.empty() ? base_.index : std::max(base_.index, segments_.back()->last);
+  CacheDropFrom(last_index_ + 1);
   durable_index_ = std::min(durable_index_, last_index_);
   DropDeadSegments();
   CheckInvariants();
@@ -675,6 +725,7 @@ absl::Status Log::RemovePrefix(Index through) {
   std::unique_lock lock(mu_);
   base_ = base;
   durable_index_ = std::max(durable_index_, through);
+  CacheDropThrough(through);
   DropDeadSegments();
   CheckInvariants();
   return absl::OkStatus();
@@ -700,6 +751,7 @@ absl::Status Log::Reset(Index base_index, Term base_term) {
   }
   segments_.clear();
   last_index_ = base_index;
+  CacheDropFrom(0);
   durable_index_ = base_index;
   CheckInvariants();
   return absl::OkStatus();
@@ -767,6 +819,8 @@ void Log::CheckInvariants() const {
   assert(last_index_ >= base_.index);
   assert(segments_.empty() || segments_.back()->last == last_index_);
   assert(durable_index_ <= last_index_);
+  assert(cache_.empty() || (cache_.back().index == last_index_ && cache_.front().index > base_.index &&
+                            cache_.back().index - cache_.front().index + 1 == cache_.size()));
 #endif
 }
 

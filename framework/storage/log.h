@@ -119,6 +119,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -141,6 +142,11 @@ struct LogOptions {
   StorageLevel level = StorageLevel::kDisk;
   std::filesystem::path directory;  // DISK only; created if missing
   size_t segment_bytes = 64 << 20;  // a segment is closed once it reaches this size
+  // The most recently appended entries are also kept in memory (payloads
+  // shared with the caller, not copied), up to this many payload bytes: the
+  // state machine thread and the leader's replication read what was just
+  // written without a pread and a decode. 0 turns the cache off.
+  size_t cache_bytes = 4 << 20;
   // DISK only: recover in memory without changing any file (tools). Writes fail.
   bool read_only = false;
 };
@@ -262,6 +268,18 @@ class Log {
   uint64_t fsyncs_ = 0;
   uint64_t recovered_torn_bytes_ = 0;
   std::string recovery_note_;
+
+  // The tail cache (LogOptions::cache_bytes): entries with consecutive
+  // indexes ending at last_index_, or empty. Appending a hole run empties it;
+  // anything that changes or removes an index must drop it from the cache.
+  // Reads in [cache_.front().index, last_index_] are served from it.
+  std::deque<Entry> cache_;
+  size_t cache_payload_ = 0;
+  void CacheAppend(absl::Span<const Entry> entries, bool holes);
+  void CacheDropFrom(Index from);     // indexes >= from
+  void CacheDropThrough(Index through);  // indexes <= through
+  // Serves Read from the cache when it holds [from, ...]; false if it does not.
+  bool ReadCached(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries) const;
 
   // Writer-thread only (no reader looks at these).
   bool dir_dirty_ = false;  // a file was created/renamed/deleted since the last directory fsync

@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "framework/common/thread_name.h"
+
 namespace caracal::storage {
 
 LogWriter::LogWriter(Log* log, LogWriterOptions options)
@@ -32,6 +34,7 @@ absl::Status LogWriter::Submit(WriteRequest request, Callback done) {
 }
 
 void LogWriter::Run() {
+  SetThreadName("caracal-log");
   std::vector<Item> batch;
   for (;;) {
     {

@@ -27,11 +27,21 @@ std::vector<std::string> FileNames(const std::filesystem::path& dir) {
   return names;
 }
 
-class LogTest : public ::testing::TestWithParam<StorageLevel> {
+// Every behaviour holds at both storage levels and whatever the tail cache
+// holds: off, one entry (reads straddle its edge), or the default 4 MiB
+// (reads of recent entries are served from memory).
+struct LogTestParam {
+  StorageLevel level;
+  size_t cache_bytes;
+};
+
+class LogTest : public ::testing::TestWithParam<LogTestParam> {
  protected:
+  StorageLevel Level() const { return GetParam().level; }
   LogOptions Options(size_t segment_bytes = 64 << 20) const {
     LogOptions options;
-    options.level = GetParam();
+    options.level = Level();
+    options.cache_bytes = GetParam().cache_bytes;
     options.directory = dir_.path() / "log";
     options.segment_bytes = segment_bytes;
     return options;
@@ -49,8 +59,19 @@ class LogTest : public ::testing::TestWithParam<StorageLevel> {
   caracal::testing::TempDir dir_;
 };
 
-INSTANTIATE_TEST_SUITE_P(Levels, LogTest, ::testing::Values(StorageLevel::kMemory, StorageLevel::kDisk),
-                         [](const auto& info) { return info.param == StorageLevel::kMemory ? "Memory" : "Disk"; });
+INSTANTIATE_TEST_SUITE_P(Levels, LogTest,
+                         ::testing::Values(LogTestParam{StorageLevel::kMemory, 4u << 20},
+                                           LogTestParam{StorageLevel::kDisk, 4u << 20},
+                                           LogTestParam{StorageLevel::kMemory, 0},
+                                           LogTestParam{StorageLevel::kDisk, 0},
+                                           LogTestParam{StorageLevel::kMemory, 1},
+                                           LogTestParam{StorageLevel::kDisk, 1}),
+                         [](const auto& info) {
+                           std::string name = info.param.level == StorageLevel::kMemory ? "Memory" : "Disk";
+                           if (info.param.cache_bytes == 0) return name + "NoCache";
+                           if (info.param.cache_bytes == 1) return name + "OneEntryCache";
+                           return name;
+                         });
 
 TEST_P(LogTest, FreshLogIsEmpty) {
   auto log = OpenLog();
@@ -82,6 +103,51 @@ TEST_P(LogTest, AppendedEntriesCanBeReadBack) {
   EXPECT_EQ(read, std::vector<Entry>(entries.begin() + 2, entries.begin() + 7));
   EXPECT_TRUE(holes.empty());
   EXPECT_EQ(log->Stats().entries, 10u);
+}
+
+TEST_P(LogTest, ReadsAfterTruncationAndHolesSeeTheNewEntriesNotTheCachedOldOnes) {
+  auto log = OpenLog();
+  ASSERT_TRUE(log->Append(MakeEntries(1, 10, 1)).ok());
+  ASSERT_TRUE(log->TruncateSuffix(6).ok());
+  auto replacement = MakeEntries(6, 9, 2, /*payload_bytes=*/40);
+  ASSERT_TRUE(log->Append(replacement).ok());
+  auto seven = log->Get(7);
+  ASSERT_TRUE(seven.ok() && seven->has_value());
+  EXPECT_EQ(**seven, replacement[1]);
+
+  // A hole run, then entries again: reads across all of it.
+  ASSERT_TRUE(log->Append({}, std::vector<HoleRun>{{10, 12, 2}}).ok());
+  auto tail = MakeEntries(13, 14, 3);
+  ASSERT_TRUE(log->Append(tail).ok());
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ASSERT_TRUE(log->Read(1, 14, SIZE_MAX, &read, &holes).ok());
+  ASSERT_EQ(read.size(), 11u);
+  EXPECT_EQ(read[4].index, 5u);
+  EXPECT_EQ(read[4].term, 1u);
+  EXPECT_EQ(std::vector<Entry>(read.begin() + 5, read.begin() + 9), replacement);
+  EXPECT_EQ(std::vector<Entry>(read.begin() + 9, read.end()), tail);
+  EXPECT_EQ(holes, (std::vector<HoleRun>{{10, 12, 2}}));
+
+  // Cut inside the hole run: the log ends in a hole, then continues.
+  ASSERT_TRUE(log->TruncateSuffix(12).ok());
+  EXPECT_EQ(log->LastIndex(), 11u);
+  auto after = MakeEntries(12, 13, 4);
+  ASSERT_TRUE(log->Append(after).ok());
+  read.clear();
+  holes.clear();
+  ASSERT_TRUE(log->Read(9, 13, SIZE_MAX, &read, &holes).ok());
+  ASSERT_EQ(read.size(), 3u);
+  EXPECT_EQ(read[0], replacement[3]);
+  EXPECT_EQ(std::vector<Entry>(read.begin() + 1, read.end()), after);
+  EXPECT_EQ(holes, (std::vector<HoleRun>{{10, 11, 2}}));
+
+  // Compacted away: never served, from the cache or otherwise.
+  ASSERT_TRUE(log->RemovePrefix(12).ok());
+  EXPECT_EQ(log->Get(12).status().code(), absl::StatusCode::kOutOfRange);
+  read.clear();
+  ASSERT_TRUE(log->Read(13, 13, SIZE_MAX, &read, &holes).ok());
+  EXPECT_EQ(read, std::vector<Entry>{after[1]});
 }
 
 TEST_P(LogTest, ReadStopsAtMaxBytesButReturnsAtLeastOneItem) {
@@ -308,7 +374,7 @@ TEST_P(LogTest, SyncMakesEverythingDurable) {
   EXPECT_EQ(log->Stats().syncs, 1u);
   ASSERT_TRUE(log->Sync().ok());  // nothing new: no work
   EXPECT_EQ(log->Stats().syncs, 1u);
-  if (GetParam() == StorageLevel::kDisk) {
+  if (Level() == StorageLevel::kDisk) {
     EXPECT_GE(log->Stats().fsyncs, 2u);  // the files and the directory
   }
 }

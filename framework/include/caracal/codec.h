@@ -116,6 +116,11 @@ inline constexpr int kMaxDepth = 64;
 
 namespace internal {
 
+// First segment of the messages ToBytes and EncodeOperation build: 1 KiB
+// holds a typical operation or result in one segment (Cap'n Proto's default,
+// 8 KiB zeroed per message, was most of the cost of encoding a small one).
+inline constexpr unsigned kFirstSegmentWords = 128;
+
 // Where the decoder is, for error messages. Kept as a fixed stack of small
 // segments so that the success path never allocates; text is only built when
 // an error is reported.
@@ -729,7 +734,7 @@ absl::Status Decode(wire::Value::Reader in, T* out) {
 // `value` as one Cap'n Proto message (flat array, root wire::Value).
 template <typename T>
 std::string ToBytes(const T& value) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(internal::kFirstSegmentWords);
   Encode(value, message.initRoot<wire::Value>());
   return internal::MessageToBytes(message);
 }
@@ -751,7 +756,7 @@ void EncodeOperation(const T& op, wire::Operation::Builder out) {
 // `op` as one Cap'n Proto message (flat array, root wire::Operation).
 template <OperationType T>
 std::string EncodeOperation(const T& op) {
-  capnp::MallocMessageBuilder message;
+  capnp::MallocMessageBuilder message(internal::kFirstSegmentWords);
   EncodeOperation(op, message.initRoot<wire::Operation>());
   return internal::MessageToBytes(message);
 }
