@@ -13,6 +13,8 @@
 #include "boost/asio/post.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "framework/client/client_connection.h"
+#include "framework/client/connection_pool.h"
+#include "framework/common/thread_name.h"
 #include "framework/transport/tcp_transport.h"
 #include "spdlog/spdlog.h"
 
@@ -63,14 +65,20 @@ const char* ClientStateName(ClientState state) {
 
 // ---- ClientRuntime ----
 
+// The pool is destroyed (empty: every client closed its channels) after the
+// thread stopped, before the io_context its connections belong to.
 struct ClientRuntime::Impl {
   boost::asio::io_context io;
   boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work{io.get_executor()};
+  std::shared_ptr<client::ConnectionPool> pool = std::make_shared<client::ConnectionPool>(io);
   std::thread thread;
 };
 
 ClientRuntime::ClientRuntime() : impl_(std::make_unique<Impl>()) {
-  impl_->thread = std::thread([this] { impl_->io.run(); });
+  impl_->thread = std::thread([this] {
+    SetThreadName("caracal-client");
+    impl_->io.run();
+  });
 }
 
 ClientRuntime::~ClientRuntime() {
@@ -79,6 +87,8 @@ ClientRuntime::~ClientRuntime() {
 }
 
 std::shared_ptr<ClientRuntime> ClientRuntime::Create() { return std::shared_ptr<ClientRuntime>(new ClientRuntime()); }
+
+std::shared_ptr<client::ConnectionPool> client::PoolOf(ClientRuntime& runtime) { return runtime.impl_->pool; }
 
 // Everything below runs on the client's io thread unless it says otherwise.
 //
@@ -93,6 +103,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       : options_(std::move(options)),
         runtime_(options_.runtime ? options_.runtime : ClientRuntime::Create()),
         io_(runtime_->impl_->io),
+        pool_(options_.share_connections ? runtime_->impl_->pool : std::make_shared<client::ConnectionPool>(io_)),
         keep_alive_timer_(io_),
         progress_timer_(io_),
         reconnect_timer_(io_) {
@@ -248,9 +259,15 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
 
   // ---- connections ----
 
-  void Reconnect(bool move_on) {
+  // Leaves the current server (`abandon`: closing the connection to it for
+  // every client sharing it, since it stopped answering).
+  void Reconnect(bool move_on, bool abandon = false) {
     if (closed_) return;
-    if (conn_) conn_->Close();
+    if (conn_ && abandon) {
+      conn_->Abandon(absl::UnavailableError(absl::StrCat("a client sharing the connection gave up: ", last_error_)));
+    } else if (conn_) {
+      conn_->Close();
+    }
     conn_.reset();
     conn_ready_ = false;
     handlers_.clear();
@@ -282,8 +299,8 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     current_address_ = address;
     client::ClientConnectionOptions o;
     o.connect_timeout = options_.attempt_timeout;
-    conn_ = std::make_unique<client::ClientConnection>(io_, options_.cluster_id, o);
-    client::ClientConnection* conn = conn_.get();
+    conn_ = pool_->NewChannel(options_.cluster_id, o);
+    client::Channel* conn = conn_.get();
     conn->SetResponseHandler([this](ClientResponseValue r) { OnResponse(std::move(r)); });
     conn->SetEventsHandler([this](PublishEventsValue e) { OnEvents(std::move(e)); });
     conn->SetClosedHandler([this, conn](absl::Status why) {
@@ -447,7 +464,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       }
       if (conn_ready_ && !handlers_.empty() && now - last_receive_ > options_.attempt_timeout) {
         last_error_ = absl::StrCat(current_address_, ": no answer for ", options_.attempt_timeout.count(), " ms");
-        Reconnect(true);
+        Reconnect(true, /*abandon=*/true);
       }
       ScheduleProgressCheck();
     });
@@ -573,8 +590,8 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     }
     if (candidates.empty()) candidates = servers_;
     std::string address = candidates[reader_next_++ % candidates.size()];
-    reader_ = std::make_unique<client::ClientConnection>(io_, options_.cluster_id);
-    client::ClientConnection* conn = reader_.get();
+    reader_ = pool_->NewChannel(options_.cluster_id);
+    client::Channel* conn = reader_.get();
     conn->SetResponseHandler([this](ClientResponseValue r) {
       auto it = reader_handlers_.find(r.request_id);
       if (it == reader_handlers_.end()) return;
@@ -699,6 +716,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   ClientOptions options_;
   std::shared_ptr<ClientRuntime> runtime_;
   boost::asio::io_context& io_;
+  std::shared_ptr<client::ConnectionPool> pool_;  // the runtime's, or this client's own
   std::atomic<bool> open_ = false;
   boost::asio::steady_timer keep_alive_timer_;
   boost::asio::steady_timer progress_timer_;
@@ -714,7 +732,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   std::string last_error_;
   bool reconnect_posted_ = false;
 
-  std::unique_ptr<client::ClientConnection> conn_;
+  std::unique_ptr<client::Channel> conn_;
   bool conn_ready_ = false;
   uint64_t next_request_id_ = 1;
   std::map<uint64_t, ResponseFn> handlers_;  // by request id, on conn_
@@ -741,7 +759,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   std::atomic<uint64_t> last_index_ = 0;
 
   // The read connection.
-  std::unique_ptr<client::ClientConnection> reader_;
+  std::unique_ptr<client::Channel> reader_;
   bool reader_ready_ = false;
   std::map<uint64_t, uint64_t> reader_handlers_;  // request id -> query id
   size_t reader_next_ = 0;
@@ -799,6 +817,10 @@ Client::Builder& Client::Builder::WithQueryTimeout(std::chrono::milliseconds tim
 }
 Client::Builder& Client::Builder::WithRuntime(std::shared_ptr<ClientRuntime> runtime) {
   options_.runtime = std::move(runtime);
+  return *this;
+}
+Client::Builder& Client::Builder::WithSharedConnections(bool shared) {
+  options_.share_connections = shared;
   return *this;
 }
 absl::StatusOr<std::unique_ptr<Client>> Client::Builder::Connect() { return Client::Connect(options_); }

@@ -1,11 +1,13 @@
 #ifndef CARACAL_FRAMEWORK_CLIENT_CLIENT_CONNECTION_H_
 #define CARACAL_FRAMEWORK_CLIENT_CLIENT_CONNECTION_H_
 
-// ClientConnection: one client's TCP connection to one server, with
-// Boost.Asio. The plumbing under the client library: it carries
+// ClientConnection: one TCP connection from a client process to one server,
+// with Boost.Asio. The plumbing under the client library: it carries
 // ClientRequests out and ClientResponses and pushed PublishEvents in; it knows
 // nothing of sessions, sequencing or retries (the library above decides what
-// to send and, when a connection ends, where to go next).
+// to send and, when a connection ends, where to go next). The library does
+// not use it directly: ConnectionPool (connection_pool.h) shares one among
+// the sessions of a ClientRuntime.
 //
 // Wire protocol (serialization/framing.h, serialization/client_protocol.h):
 // a stream of frames `u32 LE length | u32 magic | Cap'n Proto wire::Frame`.

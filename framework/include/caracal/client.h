@@ -32,6 +32,16 @@
 // queries there too; kAny and kFollowers send them over a second connection
 // to any server / preferably a follower, spreading read load.
 //
+// Shared connections: the clients of one ClientRuntime multiplex their
+// sessions over one TCP connection per server (requests and responses are
+// matched by id, events by session), so many sessions cost a server one
+// connection and few syscalls. A connection that fails fails for every
+// client on it, and each one then retries as it would on its own; a client
+// that gives up on a server for silence (attempt_timeout) closes the shared
+// connection to it, so that none of them keeps waiting on a dead one.
+// Opt out with WithSharedConnections(false): the client then has
+// connections of its own (a client without a runtime has anyway).
+//
 // Threading: a client runs on one thread, its own or a shared ClientRuntime's.
 // Every member function is thread-safe. Callbacks (submit callbacks, event
 // handlers, state listeners) run on that thread in delivery order: keep them
@@ -58,10 +68,17 @@
 
 namespace caracal {
 
+class ClientRuntime;
+namespace client {  // internal (framework/client/connection_pool.h)
+class ConnectionPool;
+std::shared_ptr<ConnectionPool> PoolOf(ClientRuntime& runtime);
+}  // namespace client
+
 // The thread a client's networking and callbacks run on. By default every
 // Client makes its own; many clients (sessions) in one process can share one
-// runtime, and so one thread, instead of a thread each. A runtime lives as
-// long as its last client (or the caller's reference).
+// runtime, and so one thread, instead of a thread each, and one connection
+// per server (see "Shared connections" above). A runtime lives as long as
+// its last client (or the caller's reference).
 class ClientRuntime {
  public:
   static std::shared_ptr<ClientRuntime> Create();
@@ -71,6 +88,7 @@ class ClientRuntime {
 
  private:
   friend class Client;
+  friend std::shared_ptr<client::ConnectionPool> client::PoolOf(ClientRuntime& runtime);
   struct Impl;
   ClientRuntime();
   std::unique_ptr<Impl> impl_;
@@ -99,6 +117,9 @@ struct ClientOptions {
   std::chrono::milliseconds query_timeout{10000};
   // Shared with other clients; null: this client runs its own thread.
   std::shared_ptr<ClientRuntime> runtime;
+  // Multiplex over the runtime's connections, shared with its other clients
+  // (false: open connections of its own).
+  bool share_connections = true;
 };
 
 class Client {
@@ -120,6 +141,7 @@ class Client {
     Builder& WithAttemptTimeout(std::chrono::milliseconds timeout);
     Builder& WithQueryTimeout(std::chrono::milliseconds timeout);
     Builder& WithRuntime(std::shared_ptr<ClientRuntime> runtime);
+    Builder& WithSharedConnections(bool shared);
     // Connects and registers a session (blocks up to the connect timeout).
     absl::StatusOr<std::unique_ptr<Client>> Connect();
 
