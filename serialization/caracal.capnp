@@ -181,6 +181,7 @@ struct CommandRequest {
   session @0 :UInt64;
   sequence @1 :UInt64;         # 1, 2, ... per session; a retry reuses its number
   operation @2 :Data;          # an Operation message (framework/include/caracal/codec.h)
+  ackedSequence @3 :UInt64;    # the client has every response up to here (as keepAlive's commandSequence)
 }
 
 struct QueryRequest {
@@ -330,6 +331,7 @@ struct CommandEntry {
   session @0 :UInt64;    # 0: submitted without a session (embedded use)
   sequence @1 :UInt64;   # the session's command sequence number (1, 2, ...)
   operation @2 :Data;
+  ackedSequence @3 :UInt64;  # the client had every response up to here: the cached ones may go
 }
 
 # The payload of a `register` entry: opens a session whose id is the entry's index.

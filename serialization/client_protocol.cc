@@ -99,6 +99,7 @@ void ToWire(const ClientRequestValue& request, wire::ClientRequest::Builder out)
           o.setSession(b.session);
           o.setSequence(b.sequence);
           o.setOperation(AsData(b.operation));
+          o.setAckedSequence(b.acked_sequence);
         } else if constexpr (std::is_same_v<T, QueryRequest>) {
           auto o = out.initQuery();
           o.setSession(b.session);
@@ -138,7 +139,7 @@ absl::StatusOr<ClientRequestValue> FromWire(wire::ClientRequest::Reader in) {
       return r;
     case wire::ClientRequest::COMMAND: {
       auto i = in.getCommand();
-      r.body = CommandRequest{i.getSession(), i.getSequence(), FromData(i.getOperation())};
+      r.body = CommandRequest{i.getSession(), i.getSequence(), FromData(i.getOperation()), i.getAckedSequence()};
       return r;
     }
     case wire::ClientRequest::QUERY: {

@@ -80,6 +80,7 @@ struct CommandRequest {
   uint64_t session = 0;
   uint64_t sequence = 0;
   std::string operation;  // Operation message bytes (framework/include/caracal/codec.h)
+  uint64_t acked_sequence = 0;  // every response up to here was received (lets the servers drop them)
   friend bool operator==(const CommandRequest&, const CommandRequest&) = default;
 };
 

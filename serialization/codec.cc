@@ -113,11 +113,13 @@ absl::StatusOr<HardState> DecodeHardState(std::string_view bytes) {
   });
 }
 
-std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation) {
+std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation,
+                               uint64_t acked_sequence) {
   capnp::MallocMessageBuilder message(FirstSegmentWords(operation.size()));
   auto root = message.initRoot<wire::CommandEntry>();
   root.setSession(session);
   root.setSequence(sequence);
+  root.setAckedSequence(acked_sequence);
   root.setOperation(kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(operation.data()), operation.size()));
   return MessageBytes(message);
 }
@@ -126,7 +128,8 @@ absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload) {
   return ReadMessage<wire::CommandEntry, CommandEntryValue>(payload, "command entry", [&](wire::CommandEntry::Reader root) -> absl::StatusOr<CommandEntryValue> {
     auto op = root.getOperation();
     return CommandEntryValue{root.getSession(), root.getSequence(),
-                             std::string(reinterpret_cast<const char*>(op.begin()), op.size())};
+                             std::string(reinterpret_cast<const char*>(op.begin()), op.size()),
+                             root.getAckedSequence()};
   });
 }
 

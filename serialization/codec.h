@@ -32,8 +32,13 @@ struct CommandEntryValue {
   uint64_t session = 0;
   uint64_t sequence = 0;
   std::string operation;  // Operation message bytes (framework/include/caracal/codec.h)
+  // The client had received every response up to this sequence when it sent
+  // the command: the servers drop those cached responses as they apply it
+  // (as with a keep-alive), so the cache stays small under steady load.
+  uint64_t acked_sequence = 0;
 };
-std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation);
+std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation,
+                               uint64_t acked_sequence = 0);
 absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload);
 
 // ---- wire frames ----

@@ -517,7 +517,10 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     auto it = commands_.find(seq);
     if (it == commands_.end()) return;
     uint64_t session = session_;
-    Request(CommandRequest{session, seq, it->second.operation}, [this, seq, session](const ClientResponseValue& r) {
+    // The acknowledgement rides along, so the servers drop cached responses
+    // as fast as commands arrive instead of once per keep-alive.
+    CommandRequest request{session, seq, it->second.operation, completed_seq_};
+    Request(std::move(request), [this, seq, session](const ClientResponseValue& r) {
       if (session != session_) return;
       if (absl::IsUnauthenticated(r.status)) return SessionLost();
       if (Retryable(r)) {

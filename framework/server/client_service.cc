@@ -159,7 +159,7 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
           if (body.session == 0 || body.sequence == 0) {
             return Respond(c, id, absl::InvalidArgumentError("a command needs a session and a sequence number (>= 1)"));
           }
-          ProposeAndWait(EntryType::kCommand, EncodeCommandEntry(body.session, body.sequence, body.operation),
+          ProposeAndWait(EntryType::kCommand, EncodeCommandEntry(body.session, body.sequence, body.operation, body.acked_sequence),
                          [this, c, id](Outcome o) {
                            if (!o.result.ok()) return Respond(c, id, o.result.status());
                            Respond(c, id, absl::OkStatus(), CommandResult{o.index, o.event_index, *std::move(o.result)});

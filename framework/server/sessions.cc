@@ -41,15 +41,22 @@ SessionState& SessionTable::Register(Index index, LogTime time, std::string clie
   return s;
 }
 
+void SessionTable::Acknowledge(SessionState& s, uint64_t sequence) {
+  if (sequence <= s.acked_sequence) return;
+  s.acked_sequence = std::min(sequence, s.last_sequence);
+  s.responses.TrimThrough(s.acked_sequence);
+}
+
+void SessionTable::AcknowledgeResponses(uint64_t id, uint64_t sequence) {
+  if (SessionState* s = FindMutable(id)) Acknowledge(*s, sequence);
+}
+
 bool SessionTable::KeepAlive(uint64_t id, Index index, LogTime time, uint64_t command_sequence, Index event_index) {
   SessionState* s = FindMutable(id);
   if (s == nullptr) return false;
   s->keep_alive = std::max(s->keep_alive, time);
   s->keep_alive_index = index;
-  if (command_sequence > s->acked_sequence) {
-    s->acked_sequence = std::min(command_sequence, s->last_sequence);
-    s->responses.TrimThrough(s->acked_sequence);
-  }
+  Acknowledge(*s, command_sequence);
   if (event_index > s->acked_event_index) {
     s->acked_event_index = std::min(event_index, s->last_event_index);
     while (!s->events.empty() && s->events.front().index <= s->acked_event_index) s->events.pop_front();

@@ -135,6 +135,9 @@ class SessionTable {
   void Hold(uint64_t id, uint64_t sequence, HeldCommand command);
   // The held command that may run now (sequence last+1), if any; removed.
   std::optional<std::pair<uint64_t, HeldCommand>> TakeNextHeld(uint64_t id);
+  // The client has every response up to `sequence`: drops them from the
+  // cache (as a keep-alive does). No-op for an unknown session.
+  void AcknowledgeResponses(uint64_t id, uint64_t sequence);
   // Caches the response and returns its event index (0 if the session is gone).
   Index RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response);
   // The cached response for a duplicate; NotFound if already trimmed.
@@ -157,6 +160,8 @@ class SessionTable {
   std::string Digest() const;
 
  private:
+  static void Acknowledge(SessionState& s, uint64_t sequence);
+
   std::map<uint64_t, SessionState> sessions_;
 };
 

@@ -56,6 +56,7 @@ std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const E
         out.push_back(Response{entry.index, entry.term, executor_.ApplyCommand(entry.index, entry.timestamp, 0,
                                                                    payload->operation)});
       } else {
+        sessions_.AcknowledgeResponses(payload->session, payload->acked_sequence);
         ApplySessionCommand(entry, payload->session, payload->sequence, std::move(payload->operation), &out);
       }
       break;

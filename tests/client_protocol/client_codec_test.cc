@@ -68,7 +68,7 @@ std::vector<ClientRequestValue> EveryRequestKind() {
       {2, RegisterRequest{"client-b", 30000}},
       {3, KeepAliveRequest{17, 42, 99}},
       {4, UnregisterRequest{17}},
-      {5, CommandRequest{17, 43, Binary(300, 1)}},
+      {5, CommandRequest{17, 43, Binary(300, 1), /*acked_sequence=*/42}},
       {6, QueryRequest{17, 43, 120, Consistency::kLinearizable, Binary(40, 2)}},
       {7, QueryRequest{17, 43, 121, Consistency::kLinearizableLease, "op"}},
       {8, QueryRequest{17, 43, 122, Consistency::kSequential, ""}},

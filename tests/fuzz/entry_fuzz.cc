@@ -42,10 +42,11 @@ void Run(std::string_view payload) {
     FUZZ_CHECK(again.ok() && again->session == unreg->session && again->expired == unreg->expired);
   }
   if (auto command = s::DecodeCommandEntry(payload); command.ok()) {
-    auto again = s::DecodeCommandEntry(s::EncodeCommandEntry(command->session, command->sequence, command->operation));
+    auto again = s::DecodeCommandEntry(
+        s::EncodeCommandEntry(command->session, command->sequence, command->operation, command->acked_sequence));
     FUZZ_CHECK(again.ok());
     FUZZ_CHECK(again->session == command->session && again->sequence == command->sequence &&
-               again->operation == command->operation);
+               again->operation == command->operation && again->acked_sequence == command->acked_sequence);
     codec::FuzzOperationBytes(reinterpret_cast<const uint8_t*>(command->operation.data()),
                               command->operation.size());
   }

@@ -69,10 +69,11 @@ class SessionApplyTest : public ::testing::Test {
     return index;
   }
   template <typename Op>
-  std::vector<StateMachineRunner::Response> Submit(LogTime time, uint64_t session, uint64_t sequence, const Op& op) {
+  std::vector<StateMachineRunner::Response> Submit(LogTime time, uint64_t session, uint64_t sequence, const Op& op,
+                                                   uint64_t acked_sequence = 0) {
     return runner_->ApplyEntry(Entry{Next(), 1, time, EntryType::kCommand,
-                                     Bytes(serialization::EncodeCommandEntry(session, sequence,
-                                                                             codec::EncodeOperation(op)))});
+                                     Bytes(serialization::EncodeCommandEntry(
+                                         session, sequence, codec::EncodeOperation(op), acked_sequence))});
   }
   void KeepAlive(LogTime time, uint64_t session, uint64_t sequence = 0, Index event_index = 0) {
     (void)runner_->Apply(Entry{Next(), 1, time, EntryType::kKeepAlive,
@@ -184,6 +185,28 @@ TEST_F(SessionApplyTest, AcknowledgedResponsesAreDropped) {
   ASSERT_EQ(retry.size(), 1u);
   EXPECT_TRUE(absl::IsNotFound(retry[0].result.status()));
   EXPECT_EQ(counter_->applications, 1) << "never applied twice, even when the cache was trimmed";
+}
+
+TEST_F(SessionApplyTest, ACommandCarriesTheAcknowledgementThatDropsCachedResponses) {
+  uint64_t s = Register(0);
+  Submit(1, s, 1, Incr{});
+  Submit(2, s, 2, Incr{}, /*acked_sequence=*/1);
+  const SessionState* state = runner_->sessions().Find(s);
+  ASSERT_NE(state, nullptr);
+  EXPECT_EQ(state->acked_sequence, 1u);
+  EXPECT_EQ(state->responses.size(), 1u) << "only command 2's response is still cached";
+  auto retry = Submit(3, s, 1, Incr{});
+  ASSERT_EQ(retry.size(), 1u);
+  EXPECT_TRUE(absl::IsNotFound(retry[0].result.status()));
+  auto retry2 = Submit(4, s, 2, Incr{});
+  ASSERT_EQ(retry2.size(), 1u);
+  EXPECT_TRUE(retry2[0].result.ok()) << "command 2 was not acknowledged: still answered from the cache";
+  // An acknowledgement beyond what ran trims only what exists; the command itself still runs.
+  auto third = Submit(5, s, 3, Incr{}, /*acked_sequence=*/99);
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_TRUE(third[0].result.ok());
+  EXPECT_EQ(runner_->sessions().Find(s)->acked_sequence, 2u);
+  EXPECT_EQ(counter_->applications, 3);
 }
 
 TEST_F(SessionApplyTest, ExpiryNeedsTheLeadersEntryAndIsVoidAfterAKeepAlive) {

@@ -16,6 +16,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -184,6 +185,7 @@ struct Config {
   int clients = 1;
   double duration_s = 10;
   double warmup_s = 1;
+  uint64_t ops = 0;  // 0: run for duration_s
   uint64_t keys = 10000;
   size_t key_bytes = 16;
   size_t value_bytes = 256;
@@ -274,7 +276,7 @@ std::string ConsistencyName(caracal::Consistency c) {
 int main(int argc, char** argv) {
   CLI::App app{"caracal-bench: closed-loop load on the key-value example, with latency percentiles and server CPU/RSS"};
   Config config;
-  std::string servers, pids_text, consistency = "linearizable", server_binary, data_dir;
+  std::string servers, pids_text, consistency = "linearizable", strategy = "any", server_binary, data_dir;
   int start_servers = 3;
   int client_threads = 1;
   bool json = false, memory = false;
@@ -289,21 +291,33 @@ int main(int argc, char** argv) {
   app.add_option("--client-threads", client_threads, "threads the sessions share (ClientRuntime)")
       ->check(CLI::Range(1, 64));
   app.add_option("--duration-s", config.duration_s, "measured seconds")->check(CLI::PositiveNumber);
+  app.add_option("--ops", config.ops,
+                 "stop after this many measured operations (--duration-s is then only an upper bound, default 1 h)");
   app.add_option("--warmup-s", config.warmup_s, "unmeasured seconds first")->check(CLI::NonNegativeNumber);
   app.add_option("--workload", config.workload, "put | get | mixed")
       ->check(CLI::IsMember({"put", "get", "mixed"}));
   app.add_option("--consistency", consistency, "reads: linearizable | lease | sequential")
       ->check(CLI::IsMember({"linearizable", "lease", "sequential"}));
+  app.add_option("--strategy", strategy,
+                 "the clients' connection strategy: any | leader | followers (where SEQUENTIAL reads go; "
+                 "everything else goes to the leader)")
+      ->check(CLI::IsMember({"any", "leader", "followers"}));
   app.add_option("--read-ratio", config.read_ratio, "mixed: the share of reads")->check(CLI::Range(0.0, 1.0));
   app.add_option("--keys", config.keys, "key space")->check(CLI::PositiveNumber);
   app.add_option("--key-bytes", config.key_bytes, "key size")->check(CLI::Range(1, 1024));
   app.add_option("--value-bytes", config.value_bytes, "value size")->check(CLI::Range(0, 1 << 20));
   app.add_flag("--json", json, "print one JSON object instead of the table");
   CLI11_PARSE(app, argc, argv);
+  if (config.ops > 0 && app.count("--duration-s") == 0) config.duration_s = 3600;
   spdlog::set_level(spdlog::level::warn);
   config.consistency = consistency == "lease"        ? caracal::Consistency::kLinearizableLease
                        : consistency == "sequential" ? caracal::Consistency::kSequential
                                                      : caracal::Consistency::kLinearizable;
+
+  const caracal::ConnectionStrategy connection_strategy = strategy == "leader" ? caracal::ConnectionStrategy::kLeader
+                                                         : strategy == "followers"
+                                                             ? caracal::ConnectionStrategy::kFollowers
+                                                             : caracal::ConnectionStrategy::kAny;
 
   Cluster cluster;
   std::vector<std::string> addresses;
@@ -340,10 +354,15 @@ int main(int argc, char** argv) {
   for (int i = 0; i < config.clients; ++i) {
     auto w = std::make_unique<Worker>();
     w->rng.seed(0x5eed + i);
+    // Each client lists the servers from a different one: a read connection
+    // goes to the first suitable server listed, so SEQUENTIAL reads spread.
+    std::vector<std::string> rotated = addresses;
+    std::rotate(rotated.begin(), rotated.begin() + i % rotated.size(), rotated.end());
     auto client = caracal::Client::Builder()
-                      .WithServers(addresses)
+                      .WithServers(rotated)
                       .WithClientId(absl::StrCat("bench-", i))
                       .WithRuntime(runtimes[i % runtimes.size()])
+                      .WithConnectionStrategy(connection_strategy)
                       .WithSessionTimeout(std::chrono::seconds(10))
                       .WithConnectTimeout(std::chrono::seconds(20))
                       .Connect();
@@ -379,8 +398,11 @@ int main(int argc, char** argv) {
   load.StartMeasuring();
   auto end = start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(config.duration_s));
   uint64_t last = 0;
-  while (Clock::now() < end) {
-    std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::seconds(1), end - Clock::now()));
+  auto next_progress = start + std::chrono::seconds(1);
+  while (Clock::now() < end && (config.ops == 0 || load.completed() < config.ops)) {
+    std::this_thread::sleep_for(std::min<Clock::duration>(std::chrono::milliseconds(10), end - Clock::now()));
+    if (Clock::now() < next_progress) continue;
+    next_progress += std::chrono::seconds(1);
     uint64_t now_done = load.completed();
     double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
     if (!json) {
