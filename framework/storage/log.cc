@@ -19,21 +19,19 @@ struct Log::Segment {
   bool open = true;  // named open-<first>.log
   Index first = 0;
   Index last = 0;  // first - 1 while empty
-  uint64_t bytes = 0;  // published size (readers use this, never file->size())
   std::unique_ptr<SegmentFile> file;
-  std::vector<RecordMeta> records;
+  // The published records. records.bytes() is the published size: readers
+  // use it (and the records' sizes derived from it), never file->size().
+  RecordIndex records;
   std::vector<TermRun> term_runs;
   uint64_t entries = 0;
   uint64_t hole_runs = 0;
   uint64_t hole_indexes = 0;
   bool dirty = false;  // writer only: written since the last Sync
 
+  uint64_t Bytes() const { return records.bytes(); }
   // Position in `records` of the record holding `index` (first <= index <= last).
-  size_t RecordOf(Index index) const {
-    auto it = std::upper_bound(records.begin(), records.end(), index,
-                               [](Index i, const RecordMeta& r) { return i < r.first; });
-    return static_cast<size_t>(std::prev(it) - records.begin());
-  }
+  size_t RecordOf(Index index) const { return records.RecordOf(index); }
   void Count(const RecordMeta& r, int sign) {
     if (r.hole) {
       hole_runs += sign;
@@ -55,6 +53,11 @@ struct Log::ReadState {
 
 namespace {
 
+// A segment holds less than segment_bytes plus one record (Append closes it
+// once it reaches segment_bytes): that must fit RecordIndex's u32 offsets.
+static_assert(kMaxSegmentBytes + serialization::kRecordHeaderBytes + serialization::kMaxRecordBytes <=
+              kMaxSegmentFileBytes);
+
 absl::Status OutOfRangeError(std::string_view what, Index from, Index to, Index first, Index last) {
   return absl::OutOfRangeError(absl::StrCat(std::string(what), " [", from, ", ", to,
                                             "] is outside the log's range [", first, ", ", last, "]"));
@@ -70,8 +73,9 @@ absl::StatusOr<std::unique_ptr<Log>> Log::Open(const LogOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat("segment_bytes ", options.segment_bytes, " is below the minimum ",
                                                    2 * kSegmentHeaderBytes));
   }
-  if (options.segment_bytes > (1ull << 31)) {
-    return absl::InvalidArgumentError(absl::StrCat("segment_bytes ", options.segment_bytes, " exceeds 2 GiB"));
+  if (options.segment_bytes > kMaxSegmentBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("segment_bytes ", options.segment_bytes, " exceeds 2 GiB (", kMaxSegmentBytes, ")"));
   }
   std::unique_ptr<Log> log(new Log(options));
   if (log->disk_) {
@@ -162,6 +166,16 @@ absl::Status Log::Recover() {
       doomed.push_back(c.name);
       continue;
     }
+    // Record offsets are u32 in memory: refuse (before reading it) a file
+    // that no Log could have written, rather than wrap.
+    std::error_code size_ec;
+    uint64_t file_bytes = std::filesystem::file_size(PathOf(c.name), size_ec);
+    if (!size_ec && file_bytes > kMaxSegmentFileBytes) {
+      return absl::DataLossError(absl::StrCat("segment ", c.name, ": file is ", file_bytes,
+                                              " bytes, more than a segment can hold (", kMaxSegmentFileBytes,
+                                              "); a log writes segments of at most segment_bytes (<= ",
+                                              kMaxSegmentBytes, ") plus one record"));
+    }
     auto data = ReadWholeFile(PathOf(c.name));
     if (!data.ok()) return data.status();
     auto header = DecodeSegmentHeader(*data);
@@ -223,9 +237,10 @@ absl::Status Log::Recover() {
     seg->open = c.parsed.open;
     seg->first = c.parsed.first;
     seg->last = scan->last;
-    seg->bytes = scan->valid_bytes;
     seg->file = *std::move(file);
     seg->records = std::move(scan->records);
+    seg->records.ShrinkToFit();
+    assert(seg->Bytes() == scan->valid_bytes);
     seg->term_runs = std::move(scan->term_runs);
     seg->entries = scan->entries;
     seg->hole_runs = scan->hole_runs;
@@ -320,7 +335,7 @@ absl::StatusOr<std::optional<Entry>> Log::Get(Index index) const {
   if (!cache_.empty() && index >= cache_.front().index) return std::optional<Entry>(cache_[index - cache_.front().index]);
   const Segment* seg = FindSegment(index);
   if (seg == nullptr) return absl::InternalError(absl::StrCat("no segment holds index ", index));
-  const RecordMeta& rec = seg->records[seg->RecordOf(index)];
+  const RecordMeta rec = seg->records[seg->RecordOf(index)];
   if (rec.hole) return std::optional<Entry>();
   std::string bytes;
   if (absl::Status s = seg->file->ReadAt(rec.offset, rec.size, &bytes); !s.ok()) return s;
@@ -404,18 +419,20 @@ absl::StatusOr<bool> Log::ReadFromSegment(const Segment& seg, Index to, ReadStat
   constexpr uint64_t kChunkBytes = 1 << 20;  // read records in chunks of about this size
   size_t i = seg.RecordOf(state->next);
   std::string chunk;
+  std::vector<RecordMeta> run;  // the records of one pread
   while (i < seg.records.size() && seg.records[i].first <= to) {
     // One pread for a run of consecutive records.
-    size_t j = i + 1;
-    uint64_t start = seg.records[i].offset;
-    while (j < seg.records.size() && seg.records[j].first <= to &&
-           seg.records[j].offset + seg.records[j].size - start <= kChunkBytes) {
-      ++j;
+    run.assign(1, seg.records[i]);
+    const uint64_t start = run.front().offset;
+    for (size_t j = i + 1; j < seg.records.size(); ++j) {
+      RecordMeta next = seg.records[j];
+      if (next.first > to || next.offset + next.size - start > kChunkBytes) break;
+      run.push_back(next);
     }
-    uint64_t end = seg.records[j - 1].offset + seg.records[j - 1].size;
+    uint64_t end = run.back().offset + run.back().size;
     if (absl::Status s = seg.file->ReadAt(start, end - start, &chunk); !s.ok()) return s;
-    for (; i < j; ++i) {
-      const RecordMeta& rec = seg.records[i];
+    i += run.size();
+    for (const RecordMeta& rec : run) {
       auto where = [&] { return absl::StrCat("segment ", seg.name, ": record at offset ", rec.offset, ": "); };
       serialization::RecordView view =
           serialization::ReadRecord(std::string_view(chunk).substr(rec.offset - start, rec.size));
@@ -449,7 +466,8 @@ LogStats Log::Stats() const {
   stats.epoch = base_.epoch;
   stats.segments = segments_.size();
   for (const auto& seg : segments_) {
-    stats.bytes += seg->bytes;
+    stats.bytes += seg->Bytes();
+    stats.index_bytes += seg->records.HeapBytes();
     stats.entries += seg->entries;
     stats.hole_runs += seg->hole_runs;
     stats.hole_indexes += seg->hole_indexes;
@@ -465,8 +483,8 @@ std::vector<SegmentInfo> Log::Segments() const {
   std::shared_lock lock(mu_);
   std::vector<SegmentInfo> out;
   for (const auto& seg : segments_) {
-    out.push_back({seg->name, seg->open, seg->first, seg->last, seg->bytes, seg->entries, seg->hole_runs,
-                   seg->hole_indexes, seg->term_runs});
+    out.push_back({seg->name, seg->open, seg->first, seg->last, seg->Bytes(), seg->entries, seg->hole_runs,
+                   seg->hole_indexes, seg->term_runs, seg->records.HeapBytes()});
   }
   return out;
 }
@@ -528,7 +546,7 @@ absl::StatusOr<std::unique_ptr<Log::Segment>> Log::NewSegment(Index first) {
     seg->file = NewMemoryFile();
   }
   if (absl::Status s = seg->file->Append(EncodeSegmentHeader({first, base_.epoch})); !s.ok()) return s;
-  seg->bytes = kSegmentHeaderBytes;
+  seg->records = RecordIndex(first, kSegmentHeaderBytes);
   seg->dirty = true;
   return seg;
 }
@@ -552,7 +570,7 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
   auto start_batch = [&](Index first) -> absl::Status {
     Batch b;
     Segment* tail = segments_.empty() ? nullptr : segments_.back().get();
-    if (batches.empty() && tail != nullptr && tail->open && tail->bytes < options_.segment_bytes) {
+    if (batches.empty() && tail != nullptr && tail->open && tail->Bytes() < options_.segment_bytes) {
       b.seg = tail;
     } else {
       auto seg = NewSegment(first);
@@ -560,7 +578,7 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
       b.created = *std::move(seg);
       b.seg = b.created.get();
     }
-    b.start = b.seg->bytes;
+    b.start = b.seg->Bytes();
     batches.push_back(std::move(b));
     return absl::OkStatus();
   };
@@ -615,11 +633,12 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
       const RecordMeta& r = b.records[k];
       Term term = b.terms[k];
       if (seg.term_runs.empty() || seg.term_runs.back().term != term) seg.term_runs.push_back({r.first, term});
-      seg.records.push_back(r);
+      assert(r.offset == seg.Bytes());
+      seg.records.Add(r.first, r.last, r.hole, r.size);
       seg.Count(r, +1);
       seg.last = r.last;
     }
-    seg.bytes = b.start + b.buffer.size();
+    assert(seg.Bytes() == b.start + b.buffer.size());
     if (b.created) segments_.push_back(std::move(b.created));
   }
   last_index_ = next - 1;
@@ -649,10 +668,9 @@ absl::Status Log::CutSegment(Segment& seg, Index from) {
   Term cut_term = TermFromRuns(seg.term_runs, cut.first);
   if (absl::Status s = seg.file->Truncate(cut.offset); !s.ok()) return s;
   for (size_t k = r; k < seg.records.size(); ++k) seg.Count(seg.records[k], -1);
-  seg.records.resize(r);
+  seg.records.Truncate(r);  // the published size is now cut.offset
   while (!seg.term_runs.empty() && seg.term_runs.back().first >= cut.first) seg.term_runs.pop_back();
   seg.last = cut.first - 1;
-  seg.bytes = cut.offset;
   seg.dirty = true;
   if (cut.hole && cut.first < from) {  // keep the part of the hole run below `from`
     HoleRun kept{cut.first, from - 1, cut_term};
@@ -660,11 +678,10 @@ absl::Status Log::CutSegment(Segment& seg, Index from) {
     serialization::AppendHoleRecord(kept, &buffer);
     if (absl::Status s = seg.file->Append(buffer); !s.ok()) return s;
     RecordMeta meta{kept.first, kept.last, cut.offset, static_cast<uint32_t>(buffer.size()), true};
-    seg.records.push_back(meta);
+    seg.records.Add(meta.first, meta.last, meta.hole, meta.size);
     seg.Count(meta, +1);
     if (seg.term_runs.empty() || seg.term_runs.back().term != cut_term) seg.term_runs.push_back({cut.first, cut_term});
     seg.last = kept.last;
-    seg.bytes += buffer.size();
   }
   return absl::OkStatus();
 }
@@ -794,6 +811,7 @@ absl::Status Log::Sync() {
   for (auto& [seg, name] : renamed) {
     seg->name = name;
     seg->open = false;
+    seg->records.ShrinkToFit();  // sealed: it will not grow again
   }
   fsyncs_ += calls;
   if (!status.ok()) return status;
@@ -809,6 +827,7 @@ void Log::CheckInvariants() const {
   for (const auto& seg : segments_) {
     assert(expect == 0 || seg->first == expect);
     assert(seg->last >= seg->first);
+    assert(seg->records.first() == seg->first && seg->records.last() == seg->last);
     for (const TermRun& run : seg->term_runs) {
       assert(run.term >= term);
       term = run.term;

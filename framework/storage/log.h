@@ -116,6 +116,13 @@
 // The MEMORY level runs the same code with byte buffers instead of files, so
 // both levels have the same semantics; Sync() then only advances
 // DurableIndex().
+//
+// ============================== IN-MEMORY INDEX =============================
+//
+// Per segment the log keeps a RecordIndex (record_index.h): each record's
+// offset as a u32, plus the few hole records apart, about 4 bytes per entry
+// (LogStats::index_bytes). Hence segment_bytes <= 2 GiB: a segment file stays
+// below 4 GiB, and Open refuses (DataLoss) a larger one.
 
 #include <cstddef>
 #include <cstdint>
@@ -167,6 +174,7 @@ struct LogStats {
   uint64_t fsyncs = 0;         // fsync/fdatasync system calls, all causes
   uint64_t recovered_torn_bytes = 0;  // bytes cut from torn tails by Open
   std::string recovery_note;          // what Open repaired, empty if nothing
+  uint64_t index_bytes = 0;           // heap bytes of the in-memory record indexes (about 4 per record)
 };
 
 struct SegmentInfo {
@@ -179,6 +187,7 @@ struct SegmentInfo {
   uint64_t hole_runs = 0;
   uint64_t hole_indexes = 0;
   std::vector<TermRun> term_runs;
+  uint64_t index_bytes = 0;  // heap bytes of its in-memory record index
 };
 
 // Invariants (checked in debug builds by CheckInvariants):

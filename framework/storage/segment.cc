@@ -170,6 +170,10 @@ absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view 
     scan.torn_reason = reason;
     return std::move(scan);
   };
+  if (data.size() > kMaxSegmentFileBytes) {
+    return absl::DataLossError(absl::StrCat("segment ", std::string(name), ": file is ", data.size(),
+                                            " bytes, more than a segment can hold (", kMaxSegmentFileBytes, ")"));
+  }
   auto header = DecodeSegmentHeader(data);
   if (!header.ok()) {
     if (strict) return absl::DataLossError(absl::StrCat("segment ", std::string(name), ": ", header.status().message()));
@@ -178,6 +182,7 @@ absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view 
   }
   scan.header = *header;
   scan.header_ok = true;
+  scan.records = RecordIndex(header->first_index, kSegmentHeaderBytes);
   scan.last = header->first_index - 1;
   scan.valid_bytes = kSegmentHeaderBytes;
   Term term = prev_term;
@@ -188,8 +193,6 @@ absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view 
     auto value = serialization::DecodeLogRecordBody(view.body);
     if (!value.ok()) return problem(std::string(value.status().message()), offset);
     RecordMeta meta;
-    meta.offset = offset;
-    meta.size = static_cast<uint32_t>(view.size);
     Term record_term = 0;
     uint64_t payload = 0;
     if (const Entry* e = std::get_if<Entry>(&*value)) {
@@ -216,7 +219,7 @@ absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view 
       scan.term_runs.push_back({meta.first, record_term});
     }
     term = record_term;
-    scan.records.push_back(meta);
+    scan.records.Add(meta.first, meta.last, meta.hole, view.size);
     scan.last = meta.last;
     if (meta.hole) {
       ++scan.hole_runs;

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "framework/common/types.h"
+#include "framework/storage/record_index.h"
 
 namespace caracal::storage {
 
@@ -28,6 +29,11 @@ struct SegmentName {
 };
 // nullopt if `name` is not a segment name at all (other files are ignored).
 std::optional<SegmentName> ParseSegmentName(std::string_view name);
+
+// The largest LogOptions::segment_bytes: a segment is closed once it reaches
+// segment_bytes, so a file holds less than segment_bytes plus one record,
+// which keeps every record offset within RecordIndex's u32.
+inline constexpr uint64_t kMaxSegmentBytes = uint64_t{1} << 31;
 
 // ---- segment header: 48 bytes at offset 0 of every segment ----
 inline constexpr size_t kSegmentHeaderBytes = 48;
@@ -55,13 +61,6 @@ std::string EncodePrefixBase(const PrefixBase& base);
 absl::StatusOr<PrefixBase> DecodePrefixBase(std::string_view data);
 
 // ---- what a scan of a segment learns ----
-struct RecordMeta {
-  Index first = 0;      // an entry record covers [first, first]; a hole record [first, last]
-  Index last = 0;
-  uint64_t offset = 0;  // of the record header in the file
-  uint32_t size = 0;    // header + body
-  bool hole = false;
-};
 struct TermRun {
   Index first = 0;  // the run covers [first, next run's first - 1] (or the segment's last)
   Term term = 0;
@@ -69,7 +68,7 @@ struct TermRun {
 struct SegmentScan {
   SegmentHeader header;
   bool header_ok = false;
-  std::vector<RecordMeta> records;
+  RecordIndex records;  // empty (and covering nothing) unless header_ok
   std::vector<TermRun> term_runs;
   Index last = 0;            // last index held; header.first_index - 1 when no record
   uint64_t valid_bytes = 0;  // header + the whole valid records; the file is cut here on recovery
@@ -86,7 +85,8 @@ struct SegmentScan {
 // just before the segment (0 if unknown): terms must not decrease.
 // strict (a sealed segment): any problem, including a record that does not
 // continue the index sequence or bytes after the last record, is a DataLoss
-// error "segment NAME: WHAT at offset N". Not strict (an open segment): the
+// error "segment NAME: WHAT at offset N". A file over kMaxSegmentFileBytes
+// is a DataLoss error either way. Not strict (an open segment): the
 // first problem ends the segment; the scan reports it in torn_reason.
 absl::StatusOr<SegmentScan> ScanSegment(std::string_view name, std::string_view data, bool strict, Term prev_term);
 

@@ -81,7 +81,7 @@ class LogCrashTest : public ::testing::Test {
     tail_bytes_ = ReadBytes(ref_dir() / segments_.back().name);
     auto scan = ScanSegment(segments_.back().name, tail_bytes_, true, 0);
     ASSERT_TRUE(scan.ok()) << scan.status();
-    tail_records_ = scan->records;
+    tail_records_.assign(scan->records.begin(), scan->records.end());
     ASSERT_GE(tail_records_.size(), 3u);
   }
 

@@ -3,6 +3,7 @@
 
 #include "framework/storage/log.h"
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -294,6 +295,72 @@ TEST_P(LogTest, TruncateSuffixInsideAHoleRunKeepsItsLowerPart) {
   ReadAll(*log, &read, &holes);
   EXPECT_EQ(holes, (std::vector<HoleRun>{{2, 5, 1}}));
   EXPECT_EQ(log->Stats().hole_indexes, 4u);
+}
+
+// Entries between many hole runs: every index is found in the right record,
+// whatever the truncations in between, and after a reopen (DISK).
+TEST_P(LogTest, IndexesBetweenManyHoleRunsAreFoundAfterTruncationsAndReopen) {
+  auto log = OpenLog(/*segment_bytes=*/1024);
+  std::vector<Entry> entries;
+  std::vector<HoleRun> holes;
+  for (Index i = 1; i <= 200;) {  // runs: 2 entries, a hole run of (i % 4 + 1) indexes
+    entries.push_back(MakeEntry(i, 1 + i / 50));
+    entries.push_back(MakeEntry(i + 1, 1 + i / 50));
+    holes.push_back({i + 2, i + 2 + i % 4, 1 + (i + 2) / 50});
+    i = holes.back().last + 1;
+  }
+  auto next_item = [&](Index index) {  // the first entry at or after `index`
+    return std::find_if(entries.begin(), entries.end(), [&](const Entry& e) { return e.index >= index; });
+  };
+  ASSERT_TRUE(log->Append(entries, holes).ok());
+  const Index last = holes.back().last;
+  // Cut inside a hole run, at its start, and between entries.
+  const HoleRun& inside = holes[holes.size() / 2];
+  ASSERT_TRUE(log->TruncateSuffix(inside.first + 1 <= inside.last ? inside.first + 1 : inside.first).ok());
+  Index cut = log->LastIndex() + 1;
+  entries.erase(next_item(cut), entries.end());
+  while (!holes.empty() && holes.back().first >= cut) holes.pop_back();
+  if (!holes.empty() && holes.back().last >= cut) holes.back().last = cut - 1;
+  ASSERT_LT(log->LastIndex(), last);
+  ASSERT_TRUE(log->Sync().ok());
+  if (Level() == StorageLevel::kDisk) {
+    log.reset();
+    log = OpenLog(/*segment_bytes=*/1024);
+  }
+
+  for (Index i = 1; i <= log->LastIndex(); ++i) {
+    auto got = log->Get(i);
+    ASSERT_TRUE(got.ok()) << got.status();
+    auto e = next_item(i);
+    bool is_entry = e != entries.end() && e->index == i;
+    ASSERT_EQ(got->has_value(), is_entry) << "index " << i;
+    if (is_entry) {
+      EXPECT_EQ(**got, *e);
+    }
+  }
+  std::vector<Entry> read;
+  std::vector<HoleRun> read_holes;
+  ReadAll(*log, &read, &read_holes);
+  EXPECT_EQ(read, entries);
+  EXPECT_EQ(read_holes, holes);
+  EXPECT_EQ(log->Stats().hole_runs, holes.size());
+  EXPECT_EQ(log->Stats().entries, entries.size());
+}
+
+// The in-memory index of a segment costs about 4 bytes per entry record
+// (offsets as u32; only hole runs need more), not a 32-byte record each.
+TEST_P(LogTest, RecordIndexTakesAboutFourBytesPerEntry) {
+  constexpr Index kEntries = 100000;
+  auto log = OpenLog();
+  for (Index i = 1; i <= kEntries; i += 1000) ASSERT_TRUE(log->Append(MakeEntries(i, i + 999, 1, 8)).ok());
+
+  ASSERT_EQ(log->Segments().size(), 1u);
+  LogStats stats = log->Stats();
+  EXPECT_LT(static_cast<double>(stats.index_bytes) / kEntries, 6.0) << stats.index_bytes << " bytes";
+  EXPECT_EQ(log->Segments().front().index_bytes, stats.index_bytes);
+  auto last = log->Get(kEntries);
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ(**last, MakeEntry(kEntries, 1, 8));
 }
 
 TEST_P(LogTest, TruncateSuffixOutsideTheLogIsRejected) {
@@ -590,6 +657,35 @@ TEST_F(LogDiskTest, ReadOnlyOpenOfAMissingDirectoryIsNotFound) {
 TEST_F(LogDiskTest, TooSmallSegmentBytesIsRejected) {
   auto log = Log::Open(Options(/*segment_bytes=*/10));
   EXPECT_EQ(log.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A full segment plus one record must keep its offsets within u32.
+TEST_F(LogDiskTest, TooLargeSegmentBytesIsRejected) {
+  auto log = Log::Open(Options(/*segment_bytes=*/kMaxSegmentBytes + 1));
+  EXPECT_EQ(log.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(Log::Open(Options(/*segment_bytes=*/kMaxSegmentBytes)).ok());
+}
+
+// A segment file no log could have written (over 4 GiB) is refused by name,
+// before it is read, instead of wrapping the in-memory offsets.
+TEST_F(LogDiskTest, SegmentFileTooLargeForTheIndexIsDataLoss) {
+  {
+    auto log = OpenLog();
+    ASSERT_TRUE(log->Append(MakeEntries(1, 5, 1)).ok());
+  }
+  std::filesystem::path tail = Options().directory / OpenSegmentName(1);
+  std::filesystem::resize_file(tail, kMaxSegmentFileBytes + 1);  // sparse: costs no disk
+  LogOptions read_only = Options();
+  read_only.read_only = true;
+
+  for (const LogOptions& options : {Options(), read_only}) {
+    auto log = Log::Open(options);
+    ASSERT_FALSE(log.ok());
+    EXPECT_EQ(log.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(std::string(log.status().message()), HasSubstr(OpenSegmentName(1)));
+    EXPECT_THAT(std::string(log.status().message()), HasSubstr("more than a segment can hold"));
+  }
+  EXPECT_EQ(std::filesystem::file_size(tail), kMaxSegmentFileBytes + 1);  // left alone
 }
 
 }  // namespace
