@@ -369,6 +369,14 @@ absl::Status Log::Read(Index from, Index to, size_t max_bytes, std::vector<Entry
   return absl::OkStatus();
 }
 
+namespace {
+
+// What a cached entry costs: its payload, the Entry, the payload's string and
+// its shared control block (so that tiny or empty entries are bounded too).
+size_t CachedBytes(const Entry& e) { return e.payload.size() + sizeof(Entry) + 64; }
+
+}  // namespace
+
 bool Log::ReadCached(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries) const {
   if (cache_.empty() || from < cache_.front().index) return false;
   size_t payload = 0;
@@ -384,33 +392,33 @@ bool Log::ReadCached(Index from, Index to, size_t max_bytes, std::vector<Entry>*
 void Log::CacheAppend(absl::Span<const Entry> entries, bool holes) {
   if (holes || options_.cache_bytes == 0) {
     cache_.clear();
-    cache_payload_ = 0;
+    cache_bytes_ = 0;
     return;
   }
   for (const Entry& e : entries) {
     cache_.push_back(e);
-    cache_payload_ += e.payload.size();
+    cache_bytes_ += CachedBytes(e);
   }
-  while (cache_.size() > 1 && cache_payload_ > options_.cache_bytes) {
-    cache_payload_ -= cache_.front().payload.size();
+  while (cache_.size() > 1 && cache_bytes_ > options_.cache_bytes) {
+    cache_bytes_ -= CachedBytes(cache_.front());
     cache_.pop_front();
   }
 }
 
 void Log::CacheDropFrom(Index from) {
   while (!cache_.empty() && cache_.back().index >= from) {
-    cache_payload_ -= cache_.back().payload.size();
+    cache_bytes_ -= CachedBytes(cache_.back());
     cache_.pop_back();
   }
   if (!cache_.empty() && cache_.back().index != last_index_) {  // the log now ends in a hole run
     cache_.clear();
-    cache_payload_ = 0;
+    cache_bytes_ = 0;
   }
 }
 
 void Log::CacheDropThrough(Index through) {
   while (!cache_.empty() && cache_.front().index <= through) {
-    cache_payload_ -= cache_.front().payload.size();
+    cache_bytes_ -= CachedBytes(cache_.front());
     cache_.pop_front();
   }
 }
@@ -476,6 +484,8 @@ LogStats Log::Stats() const {
   stats.fsyncs = fsyncs_;
   stats.recovered_torn_bytes = recovered_torn_bytes_;
   stats.recovery_note = recovery_note_;
+  stats.cached_entries = cache_.size();
+  stats.cached_bytes = cache_bytes_;
   return stats;
 }
 

@@ -150,7 +150,7 @@ struct LogOptions {
   std::filesystem::path directory;  // DISK only; created if missing
   size_t segment_bytes = 64 << 20;  // a segment is closed once it reaches this size
   // The most recently appended entries are also kept in memory (payloads
-  // shared with the caller, not copied), up to this many payload bytes: the
+  // shared with the caller, not copied), up to about this many bytes: the
   // state machine thread and the leader's replication read what was just
   // written without a pread and a decode. 0 turns the cache off.
   size_t cache_bytes = 4 << 20;
@@ -175,6 +175,8 @@ struct LogStats {
   uint64_t recovered_torn_bytes = 0;  // bytes cut from torn tails by Open
   std::string recovery_note;          // what Open repaired, empty if nothing
   uint64_t index_bytes = 0;           // heap bytes of the in-memory record indexes (about 4 per record)
+  uint64_t cached_entries = 0;        // entries in the tail cache (LogOptions::cache_bytes)
+  uint64_t cached_bytes = 0;          // what they cost, payloads and bookkeeping
 };
 
 struct SegmentInfo {
@@ -283,7 +285,7 @@ class Log {
   // anything that changes or removes an index must drop it from the cache.
   // Reads in [cache_.front().index, last_index_] are served from it.
   std::deque<Entry> cache_;
-  size_t cache_payload_ = 0;
+  size_t cache_bytes_ = 0;  // CachedBytes() of every cached entry
   void CacheAppend(absl::Span<const Entry> entries, bool holes);
   void CacheDropFrom(Index from);     // indexes >= from
   void CacheDropThrough(Index through);  // indexes <= through

@@ -151,6 +151,26 @@ TEST_P(LogTest, ReadsAfterTruncationAndHolesSeeTheNewEntriesNotTheCachedOldOnes)
   EXPECT_EQ(read, std::vector<Entry>{after[1]});
 }
 
+TEST_P(LogTest, TheTailCacheStaysWithinItsBudgetEvenForEmptyEntries) {
+  LogOptions options = Options();
+  const bool cache_on = options.cache_bytes > 0;
+  options.cache_bytes = cache_on ? 16 << 10 : 0;
+  auto log = Log::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_TRUE((*log)->Append(MakeEntries(1, 20000, 1, /*payload_bytes=*/0)).ok());
+  LogStats stats = (*log)->Stats();
+  if (!cache_on) {
+    EXPECT_EQ(stats.cached_entries, 0u);
+    return;
+  }
+  EXPECT_GT(stats.cached_entries, 0u);
+  EXPECT_LT(stats.cached_entries, 1000u) << "empty entries must cost something, or they are never evicted";
+  EXPECT_LE(stats.cached_bytes, options.cache_bytes);
+  auto last = (*log)->Get(20000);
+  ASSERT_TRUE(last.ok() && last->has_value());
+  EXPECT_EQ((*last)->index, 20000u);
+}
+
 TEST_P(LogTest, ReadStopsAtMaxBytesButReturnsAtLeastOneItem) {
   auto log = OpenLog();
   ASSERT_TRUE(log->Append(MakeEntries(1, 10, 1, /*payload_bytes=*/100)).ok());
