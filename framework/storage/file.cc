@@ -79,6 +79,14 @@ class PosixFile : public SegmentFile {
     return absl::OkStatus();
   }
 
+  absl::Status Preallocate(uint64_t bytes) override {
+    if (bytes <= size_) return absl::OkStatus();
+    if (::fallocate(fd_, 0, 0, static_cast<off_t>(bytes)) != 0) {
+      return ErrnoStatus(errno, absl::StrCat("fallocate of ", path_, " to ", bytes, " bytes"));
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<int> Sync() override {
     if (::fdatasync(fd_) != 0) return ErrnoStatus(errno, absl::StrCat("fdatasync of ", path_));
     return 1;
@@ -113,6 +121,7 @@ class MemoryFile : public SegmentFile {
     if (size < data_.size()) data_.resize(size);
     return absl::OkStatus();
   }
+  absl::Status Preallocate(uint64_t) override { return absl::OkStatus(); }
   absl::StatusOr<int> Sync() override { return 0; }
   uint64_t size() const override {
     std::lock_guard lock(mu_);

@@ -200,7 +200,12 @@ absl::Status Log::Recover() {
                                               " but its name says ", c.parsed.last, " (file ends at offset ",
                                               data->size(), ")"));
     }
-    if (!scan->torn_reason.empty()) {
+    // Preallocated space nobody wrote into yet (LogOptions::preallocate):
+    // zeros to the end of the file. Cut like a torn tail, but not damage.
+    bool unused_tail = !scan->torn_reason.empty() && c.parsed.open && scan->header_ok &&
+                       std::all_of(data->begin() + static_cast<std::ptrdiff_t>(scan->valid_bytes), data->end(),
+                                   [](char ch) { return ch == 0; });
+    if (!scan->torn_reason.empty() && !unused_tail) {
       torn_at = c.name;
       uint64_t cut = data->size() - scan->valid_bytes;
       recovered_torn_bytes_ += cut;
@@ -285,7 +290,17 @@ absl::Status Log::Recover() {
     ++fsyncs_;
     dir_dirty_ = false;
   }
+  if (options_.preallocate && !segments_.empty() && segments_.back()->open) PreallocateTail(*segments_.back());
   return absl::OkStatus();
+}
+
+void Log::PreallocateTail(Segment& segment) {
+  // Best effort: without it appends are only slower (a full disk, a file
+  // size limit or a file system without fallocate say so here first).
+  if (absl::Status s = segment.file->Preallocate(options_.segment_bytes); !s.ok()) {
+    spdlog::debug("log {}: segment {} not preallocated: {}", options_.directory.string(), segment.name,
+                  std::string(s.message()));
+  }
 }
 
 // ---------------------------------------------------------------- reading
@@ -556,6 +571,7 @@ absl::StatusOr<std::unique_ptr<Log::Segment>> Log::NewSegment(Index first) {
     seg->file = NewMemoryFile();
   }
   if (absl::Status s = seg->file->Append(EncodeSegmentHeader({first, base_.epoch})); !s.ok()) return s;
+  if (disk_ && options_.preallocate) PreallocateTail(*seg);
   seg->records = RecordIndex(first, kSegmentHeaderBytes);
   seg->dirty = true;
   return seg;
@@ -583,6 +599,11 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
     if (batches.empty() && tail != nullptr && tail->open && tail->Bytes() < options_.segment_bytes) {
       b.seg = tail;
     } else {
+      if (batches.empty() && tail != nullptr && tail->open) {
+        // The full tail gives its preallocated space back before it can be sealed.
+        if (absl::Status s = tail->file->Truncate(tail->Bytes()); !s.ok()) return s;
+        tail->dirty = true;
+      }
       auto seg = NewSegment(first);
       if (!seg.ok()) return seg.status();
       b.created = *std::move(seg);
@@ -622,6 +643,10 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
   for (size_t k = 0; status.ok() && k < batches.size(); ++k) {
     status = batches[k].seg->file->Append(batches[k].buffer);
     batches[k].seg->dirty = true;
+  }
+  // A segment this call filled gives its preallocated space back.
+  for (size_t k = 0; status.ok() && k + 1 < batches.size(); ++k) {
+    status = batches[k].seg->file->Truncate(batches[k].start + batches[k].buffer.size());
   }
   if (!status.ok()) {
     // Undo: drop the new files, cut the old tail back. If that fails too the

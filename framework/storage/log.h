@@ -61,7 +61,10 @@
 //
 // Append: records are written (one pwrite per segment touched) to the open
 //   segment; when it has reached segment_bytes the next record goes to a new
-//   file open-<next index>.log (header first). Nothing is durable yet. A crash
+//   file open-<next index>.log (header first). With LogOptions::preallocate a
+//   new segment file is allocated to segment_bytes up front (zeros past its
+//   records) and cut back to its records when the next segment starts, before
+//   it can be sealed. Nothing is durable yet. A crash
 //   leaves any prefix of the written bytes, possibly with a torn last record,
 //   and possibly zero-filled tails: recovery cuts the open segment at its first
 //   bad record.
@@ -154,6 +157,12 @@ struct LogOptions {
   // state machine thread and the leader's replication read what was just
   // written without a pread and a decode. 0 turns the cache off.
   size_t cache_bytes = 4 << 20;
+  // DISK only: a new open segment is allocated to segment_bytes at once
+  // (fallocate; the space reads as zeros), so that appends do not change the
+  // file's length and each fdatasync writes the data alone, not the inode too.
+  // A segment gives the unused space back when the next one starts; recovery
+  // treats an all-zero tail as unused space, not as damage.
+  bool preallocate = true;
   // DISK only: recover in memory without changing any file (tools). Writes fail.
   bool read_only = false;
 };
@@ -256,6 +265,7 @@ class Log {
   absl::Status WriteBase(const PrefixBase& base);
   absl::Status DeleteSegment(Segment& segment);
   absl::Status CutSegment(Segment& segment, Index from);
+  void PreallocateTail(Segment& segment);
   void DropDeadSegments();
   std::filesystem::path PathOf(const std::string& name) const;
   // Under mu_ (shared is enough):

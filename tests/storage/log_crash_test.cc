@@ -87,10 +87,13 @@ class LogCrashTest : public ::testing::Test {
 
   void TearDown() override { spdlog::set_level(saved_level_); }
 
-  static LogOptions Options(const std::filesystem::path& dir) {
+  // Without preallocation, so that a file's bytes are exactly its records and
+  // cutting bytes off models a torn write (PreallocatedTail* cover the other mode).
+  static LogOptions Options(const std::filesystem::path& dir, bool preallocate = false) {
     LogOptions options;
     options.directory = dir;
     options.segment_bytes = kSegmentBytes;
+    options.preallocate = preallocate;
     return options;
   }
   std::filesystem::path ref_dir() const { return dir_.path() / "ref"; }
@@ -176,6 +179,42 @@ TEST_F(LogCrashTest, TornTailIsTruncatedOnOpenToAnExactPrefix) {
     ExpectExactPrefix(**log, expected);
     if (seed % 20 == 0) ExpectUsableAfterRecovery(dir, *std::move(log));
   }
+}
+
+// With preallocation the tail file is segment_bytes long whatever was
+// written: a crash leaves the records that reached the disk, then zeros (the
+// allocated space), or a partly written record then zeros. Recovery keeps
+// exactly the intact records; only a partial record counts as a torn tail.
+TEST_F(LogCrashTest, PreallocatedTailKeepsTheIntactRecordsBeforeItsZeros) {
+  int clean = 0, torn = 0;
+  for (uint64_t seed : Seeds(200)) {
+    SCOPED_TRACE(absl::StrCat("seed ", seed, " (replay: CARACAL_SEED=", seed, ")"));
+    std::mt19937_64 rng(seed);
+    std::filesystem::path dir = FreshCopy();
+    std::filesystem::path tail = dir / segments_.back().name;
+    // Half the time exactly at a record boundary (a clean stop), else anywhere.
+    uint64_t cut = seed % 2 == 0 ? tail_records_[rng() % tail_records_.size()].offset
+                                 : kSegmentHeaderBytes + rng() % (tail_bytes_.size() - kSegmentHeaderBytes);
+    std::string data = tail_bytes_.substr(0, cut);
+    data.resize(std::max<size_t>(kSegmentBytes, tail_bytes_.size()), '\0');
+    WriteBytes(tail, data);
+    Index expected = LastIndexOfIntactTailPrefix(data);
+
+    auto log = Log::Open(Options(dir, /*preallocate=*/true));
+    ASSERT_TRUE(log.ok()) << log.status();
+    ExpectExactPrefix(**log, expected);
+    bool at_boundary = std::any_of(tail_records_.begin(), tail_records_.end(),
+                                   [&](const RecordMeta& r) { return r.offset == cut; });
+    if (at_boundary) {
+      EXPECT_EQ((*log)->Stats().recovery_note, "") << "a clean stop inside preallocated space is not damage";
+      ++clean;
+    } else if (!(*log)->Stats().recovery_note.empty()) {
+      ++torn;
+    }
+    if (seed % 20 == 0) ExpectUsableAfterRecovery(dir, *std::move(log));
+  }
+  EXPECT_GT(clean, 0);
+  EXPECT_GT(torn, 0);
 }
 
 // A damaged last record is a torn write: the log ends before it. Damage

@@ -650,12 +650,14 @@ TEST_F(LogDiskTest, SegmentsLeftBehindByRemovePrefixAreDeletedOnOpen) {
 }
 
 TEST_F(LogDiskTest, ReadOnlyOpenChangesNothing) {
+  uint64_t records_end = 0;
   {
     auto log = OpenLog();
     ASSERT_TRUE(log->Append(MakeEntries(1, 5, 1)).ok());
+    records_end = log->Segments().back().bytes;  // the file itself is preallocated past it
   }
   std::filesystem::path tail = Options().directory / OpenSegmentName(1);
-  std::filesystem::resize_file(tail, std::filesystem::file_size(tail) - 3);  // torn
+  std::filesystem::resize_file(tail, records_end - 3);  // torn
   auto size = std::filesystem::file_size(tail);
   LogOptions options = Options();
   options.read_only = true;
@@ -666,6 +668,57 @@ TEST_F(LogDiskTest, ReadOnlyOpenChangesNothing) {
   EXPECT_THAT((*log)->Stats().recovery_note, HasSubstr("torn tail"));
   EXPECT_EQ((*log)->Append({MakeEntry(5, 1)}).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(std::filesystem::file_size(tail), size);
+}
+
+// Segment files are allocated to segment_bytes up front, so appends do not
+// change a file's length; a segment is cut back to its records when the next
+// one starts (a sealed segment holds its records and nothing else), and an
+// all-zero tail is unused space on reopen, not a torn write.
+TEST_F(LogDiskTest, PreallocatedSegmentsAreCutBackWhenFullAndReopenCleanly) {
+  constexpr size_t kSegment = 4096;
+  std::vector<Entry> written = MakeEntries(1, 50, 1, 200);
+  {
+    auto log = OpenLog(kSegment);
+    ASSERT_TRUE(log->Append(std::vector<Entry>(written.begin(), written.begin() + 25)).ok());
+    ASSERT_TRUE(log->Append(std::vector<Entry>(written.begin() + 25, written.end())).ok());
+    ASSERT_TRUE(log->Sync().ok());
+    std::vector<SegmentInfo> segments = log->Segments();
+    ASSERT_GE(segments.size(), 3u);
+    for (const SegmentInfo& s : segments) {
+      uint64_t on_disk = std::filesystem::file_size(Options().directory / s.name);
+      if (s.open) {
+        EXPECT_EQ(on_disk, std::max<uint64_t>(kSegment, s.bytes)) << s.name << ": the open tail is preallocated";
+      } else {
+        EXPECT_EQ(on_disk, s.bytes) << s.name << ": a sealed segment is exactly its records";
+      }
+    }
+  }
+  auto log = OpenLog(kSegment);
+  EXPECT_EQ(log->Stats().recovery_note, "") << "unused preallocated space is not a torn tail";
+  EXPECT_EQ(log->Stats().recovered_torn_bytes, 0u);
+  std::vector<Entry> read;
+  std::vector<HoleRun> holes;
+  ASSERT_TRUE(log->Read(1, 50, SIZE_MAX, &read, &holes).ok());
+  EXPECT_EQ(read, written);
+  // The reopened tail is preallocated again and keeps taking appends.
+  SegmentInfo tail = log->Segments().back();
+  EXPECT_EQ(std::filesystem::file_size(Options().directory / tail.name), std::max<uint64_t>(kSegment, tail.bytes));
+  ASSERT_TRUE(log->Append({MakeEntry(51, 2, 200)}).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  log.reset();
+  log = OpenLog(kSegment);
+  EXPECT_EQ(log->LastIndex(), 51u);
+  EXPECT_EQ(log->Stats().recovery_note, "");
+}
+
+TEST_F(LogDiskTest, WithoutPreallocationFilesAreExactlyTheirRecords) {
+  LogOptions options = Options(4096);
+  options.preallocate = false;
+  auto log = Log::Open(options);
+  ASSERT_TRUE(log.ok()) << log.status();
+  ASSERT_TRUE((*log)->Append(MakeEntries(1, 5, 1)).ok());
+  SegmentInfo tail = (*log)->Segments().back();
+  EXPECT_EQ(std::filesystem::file_size(options.directory / tail.name), tail.bytes);
 }
 
 TEST_F(LogDiskTest, ReadOnlyOpenOfAMissingDirectoryIsNotFound) {
