@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "capnp/message.h"
 #include "serialization/framing.h"
+#include "serialization/scratch_message.h"
 
 namespace caracal::serialization {
 namespace {
@@ -28,7 +29,8 @@ std::string FromText(capnp::Text::Reader text) { return std::string(text.begin()
 
 template <typename Fill>
 void AppendClientFrame(size_t payload_bytes, Fill fill, std::string* out) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(payload_bytes));
+  ScratchMessage scratch(payload_bytes);
+  capnp::MessageBuilder& message = scratch.message();
   auto frame = message.initRoot<wire::Frame>();
   frame.setVersion(wire::FORMAT_VERSION);
   fill(frame);

@@ -4,6 +4,7 @@
 #include "capnp/message.h"
 #include "kj/exception.h"
 #include "serialization/framing.h"
+#include "serialization/scratch_message.h"
 
 namespace caracal::serialization {
 namespace {
@@ -70,13 +71,15 @@ absl::StatusOr<Entry> FromWire(wire::Entry::Reader in) {
 }
 
 void AppendEntryRecord(const Entry& entry, std::string* out) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(entry.payload.size()));
+  ScratchMessage scratch(entry.payload.size());
+  capnp::MessageBuilder& message = scratch.message();
   ToWire(entry, message.initRoot<wire::LogRecord>().initEntry());
   AppendRecord(message, out);
 }
 
 void AppendHoleRecord(const HoleRun& holes, std::string* out) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
+  ScratchMessage scratch(0);
+  capnp::MessageBuilder& message = scratch.message();
   HoleToWire(holes, message.initRoot<wire::LogRecord>().initHoles());
   AppendRecord(message, out);
 }
@@ -100,7 +103,8 @@ absl::StatusOr<LogRecordValue> DecodeLogRecordBody(std::string_view body) {
 }
 
 std::string EncodeHardState(const HardState& state) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
+  ScratchMessage scratch(0);
+  capnp::MessageBuilder& message = scratch.message();
   auto root = message.initRoot<wire::HardState>();
   root.setTerm(state.term);
   root.setVotedFor(state.voted_for);
@@ -115,7 +119,8 @@ absl::StatusOr<HardState> DecodeHardState(std::string_view bytes) {
 
 std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation,
                                uint64_t acked_sequence) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(operation.size()));
+  ScratchMessage scratch(operation.size());
+  capnp::MessageBuilder& message = scratch.message();
   auto root = message.initRoot<wire::CommandEntry>();
   root.setSession(session);
   root.setSequence(sequence);
@@ -139,7 +144,8 @@ void AppendRaftFrame(const raft::Message& m, std::string* out) {
     for (const Entry& e : append->entries) payload += e.payload.size() + 48;  // + the entry struct and list pointer
     payload += append->holes.size() * 24;
   }
-  capnp::MallocMessageBuilder message(FirstSegmentWords(payload));
+  ScratchMessage scratch(payload);
+  capnp::MessageBuilder& message = scratch.message();
   auto frame = message.initRoot<wire::Frame>();
   frame.setVersion(wire::FORMAT_VERSION);
   auto r = frame.initRaft();
@@ -189,7 +195,8 @@ void AppendRaftFrame(const raft::Message& m, std::string* out) {
 }
 
 void AppendHelloFrame(const HelloValue& hello, std::string* out) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
+  ScratchMessage scratch(0);
+  capnp::MessageBuilder& message = scratch.message();
   auto frame = message.initRoot<wire::Frame>();
   frame.setVersion(wire::FORMAT_VERSION);
   auto h = frame.initHello();

@@ -23,7 +23,6 @@
 //
 // TCP already checksums; the magic catches a peer that is not speaking Caracal.
 
-#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -46,14 +45,6 @@ inline constexpr size_t kMaxRecordBytes = 64u << 20;
 inline constexpr uint32_t kFrameMagic = 0x4c435243;  // "CRCL"
 inline constexpr size_t kFrameHeaderBytes = 8;
 inline constexpr size_t kMaxFrameBytes = 64u << 20;
-
-// The first segment for a message carrying about `payload_bytes` of data:
-// large enough that it needs no second segment, small enough that allocating
-// it (zeroed) is not the cost of encoding. Cap'n Proto's default is 8 KiB,
-// which dominated the encoding of small entries and frames.
-inline unsigned FirstSegmentWords(size_t payload_bytes) {
-  return static_cast<unsigned>(std::min<size_t>(payload_bytes / 8 + 32, kMaxFrameBytes / 8));
-}
 
 // XXH3-64 of `data`.
 uint64_t Checksum(std::string_view data);

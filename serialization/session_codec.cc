@@ -5,10 +5,12 @@
 #include "kj/exception.h"
 #include "serialization/caracal.capnp.h"
 #include "serialization/framing.h"
+#include "serialization/scratch_message.h"
 
 namespace caracal::serialization {
 std::string EncodeRegisterEntry(const RegisterEntryValue& value) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(value.client_id.size()));
+  ScratchMessage scratch(value.client_id.size());
+  capnp::MessageBuilder& message = scratch.message();
   auto root = message.initRoot<wire::RegisterEntry>();
   root.setClientId(value.client_id);
   root.setTimeoutMs(value.timeout_ms);
@@ -22,7 +24,8 @@ absl::StatusOr<RegisterEntryValue> DecodeRegisterEntry(std::string_view payload)
 }
 
 std::string EncodeKeepAliveEntry(const KeepAliveEntryValue& value) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(value.sessions.size() * 24));
+  ScratchMessage scratch(value.sessions.size() * 24);
+  capnp::MessageBuilder& message = scratch.message();
   auto list = message.initRoot<wire::KeepAliveEntry>().initSessions(value.sessions.size());
   for (size_t i = 0; i < value.sessions.size(); ++i) {
     list[i].setSession(value.sessions[i].session);
@@ -44,7 +47,8 @@ absl::StatusOr<KeepAliveEntryValue> DecodeKeepAliveEntry(std::string_view payloa
 }
 
 std::string EncodeUnregisterEntry(const UnregisterEntryValue& value) {
-  capnp::MallocMessageBuilder message(FirstSegmentWords(0));
+  ScratchMessage scratch(0);
+  capnp::MessageBuilder& message = scratch.message();
   auto root = message.initRoot<wire::UnregisterEntry>();
   root.setSession(value.session);
   root.setExpired(value.expired);

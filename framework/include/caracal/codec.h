@@ -107,6 +107,7 @@
 #include "capnp/serialize.h"
 #include "kj/exception.h"
 #include "serialization/caracal.capnp.h"
+#include "serialization/scratch_message.h"
 
 namespace caracal::codec {
 
@@ -115,11 +116,6 @@ namespace caracal::codec {
 inline constexpr int kMaxDepth = 64;
 
 namespace internal {
-
-// First segment of the messages ToBytes and EncodeOperation build: 1 KiB
-// holds a typical operation or result in one segment (Cap'n Proto's default,
-// 8 KiB zeroed per message, was most of the cost of encoding a small one).
-inline constexpr unsigned kFirstSegmentWords = 128;
 
 // Where the decoder is, for error messages. Kept as a fixed stack of small
 // segments so that the success path never allocates; text is only built when
@@ -734,7 +730,8 @@ absl::Status Decode(wire::Value::Reader in, T* out) {
 // `value` as one Cap'n Proto message (flat array, root wire::Value).
 template <typename T>
 std::string ToBytes(const T& value) {
-  capnp::MallocMessageBuilder message(internal::kFirstSegmentWords);
+  serialization::ScratchMessage scratch;
+  capnp::MessageBuilder& message = scratch.message();
   Encode(value, message.initRoot<wire::Value>());
   return internal::MessageToBytes(message);
 }
@@ -756,7 +753,8 @@ void EncodeOperation(const T& op, wire::Operation::Builder out) {
 // `op` as one Cap'n Proto message (flat array, root wire::Operation).
 template <OperationType T>
 std::string EncodeOperation(const T& op) {
-  capnp::MallocMessageBuilder message(internal::kFirstSegmentWords);
+  serialization::ScratchMessage scratch;
+  capnp::MessageBuilder& message = scratch.message();
   EncodeOperation(op, message.initRoot<wire::Operation>());
   return internal::MessageToBytes(message);
 }
