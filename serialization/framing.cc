@@ -94,29 +94,29 @@ std::string MessageBytes(capnp::MessageBuilder& message) {
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<MessageReader>> MessageReader::Parse(std::string_view bytes) {
+absl::Status MessageReader::Parse(std::string_view bytes) {
   if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) {
     return absl::DataLossError(absl::StrCat("message of ", bytes.size(), " bytes is not whole 8-byte words"));
   }
-  std::unique_ptr<MessageReader> reader(new MessageReader());
   kj::ArrayPtr<const capnp::word> words;
   if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
     words = kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()),
                                             bytes.size() / sizeof(capnp::word));
   } else {
-    reader->copy_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
-    std::memcpy(reader->copy_.begin(), bytes.data(), bytes.size());
-    words = kj::ArrayPtr<const capnp::word>(reader->copy_.begin(), reader->copy_.size());
+    copy_ = kj::heapArray<capnp::word>(bytes.size() / sizeof(capnp::word));
+    std::memcpy(copy_.begin(), bytes.data(), bytes.size());
+    words = kj::ArrayPtr<const capnp::word>(copy_.begin(), copy_.size());
   }
   capnp::ReaderOptions options;
   options.traversalLimitInWords = bytes.size() / sizeof(capnp::word) * 4 + 1024;
   options.nestingLimit = 16;
   try {
-    reader->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(words, options);
+    reader_.emplace(words, options);
   } catch (const kj::Exception& e) {
+    reader_.reset();
     return absl::DataLossError(absl::StrCat("malformed Cap'n Proto message: ", e.getDescription().cStr()));
   }
-  return reader;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> FrameSplitter::Next() {

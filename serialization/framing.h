@@ -26,6 +26,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -76,18 +77,25 @@ std::string MessageBytes(capnp::MessageBuilder& message);
 // bounded traversal, and a word-aligned private copy when `bytes` is not
 // aligned. Reading fields may still throw kj::Exception on hostile input;
 // decoders wrap their field access in DecodeGuard (codec.h).
+//
+// Lives on the stack: parsing aligned bytes allocates nothing. `bytes` must
+// outlive the reader (unless they were copied for alignment).
 class MessageReader {
  public:
-  static absl::StatusOr<std::unique_ptr<MessageReader>> Parse(std::string_view bytes);
+  MessageReader() = default;
+  MessageReader(const MessageReader&) = delete;
+  MessageReader& operator=(const MessageReader&) = delete;
+
+  absl::Status Parse(std::string_view bytes);
+  // After a successful Parse.
   template <typename T>
   typename T::Reader Root() {
     return reader_->getRoot<T>();
   }
 
  private:
-  MessageReader() = default;
   kj::Array<capnp::word> copy_;
-  std::unique_ptr<capnp::FlatArrayMessageReader> reader_;
+  std::optional<capnp::FlatArrayMessageReader> reader_;
 };
 
 // Parses `bytes` and runs `read` on its root (a Root::Reader). Bad framing
@@ -96,10 +104,10 @@ class MessageReader {
 // a T or an absl::StatusOr<T>.
 template <typename Root, typename T, typename Fn>
 absl::StatusOr<T> ReadMessage(std::string_view bytes, std::string_view what, Fn&& read) {
-  auto reader = MessageReader::Parse(bytes);
-  if (!reader.ok()) return reader.status();
+  MessageReader reader;
+  if (absl::Status s = reader.Parse(bytes); !s.ok()) return s;
   try {
-    return read((*reader)->template Root<Root>());
+    return read(reader.template Root<Root>());
   } catch (const kj::Exception& e) {
     return absl::DataLossError(absl::StrCat("malformed ", std::string(what), ": ", e.getDescription().cStr()));
   }

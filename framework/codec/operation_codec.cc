@@ -146,7 +146,7 @@ absl::StatusOr<std::unique_ptr<ParsedMessage>> ParsedMessage::Parse(std::string_
   options.traversalLimitInWords = words * 8 + 1024;
   options.nestingLimit = kCapnpNestingLimit;
   try {
-    parsed->reader_ = std::make_unique<capnp::FlatArrayMessageReader>(array, options);
+    parsed->reader_.emplace(array, options);
     const capnp::word* end = parsed->reader_->getEnd();
     if (end != array.end()) {
       return absl::DataLossError(absl::StrCat("malformed Cap'n Proto message: ",
