@@ -57,7 +57,6 @@ struct CachedResponse {
   Index event_index = 0;  // the session's last event batch before `index` (the client delivers up to it first)
 };
 
-// A command that arrived before its predecessor in sequence.
 // A session's cached responses by command sequence, kept until the client
 // acknowledges them. A session's commands run in sequence order, so responses
 // arrive in increasing sequence and are trimmed from the front: a deque
@@ -84,6 +83,7 @@ class ResponseCache {
   std::deque<std::optional<CachedResponse>> slots_;
 };
 
+// A command that arrived before its predecessor in sequence.
 struct HeldCommand {
   Index index = 0;
   Term term = 0;

@@ -347,7 +347,9 @@ absl::StatusOr<std::optional<Entry>> Log::Get(Index index) const {
   if (index <= base_.index || index > last_index_) {
     return OutOfRangeError("Get of index", index, index, base_.index + 1, last_index_);
   }
-  if (!cache_.empty() && index >= cache_.front().index) return std::optional<Entry>(cache_[index - cache_.front().index]);
+  if (!cache_.empty() && index >= cache_.front().index) {
+    return std::optional<Entry>(cache_[index - cache_.front().index]);
+  }
   const Segment* seg = FindSegment(index);
   if (seg == nullptr) return absl::InternalError(absl::StrCat("no segment holds index ", index));
   const RecordMeta rec = seg->records[seg->RecordOf(index)];

@@ -296,12 +296,20 @@ int main(int argc, char** argv) {
   app.add_option("--warmup-s", config.warmup_s, "unmeasured seconds first")->check(CLI::NonNegativeNumber);
   app.add_option("--workload", config.workload, "put | get | mixed")
       ->check(CLI::IsMember({"put", "get", "mixed"}));
+  const std::map<std::string, caracal::Consistency> consistencies{
+      {"linearizable", caracal::Consistency::kLinearizable},
+      {"lease", caracal::Consistency::kLinearizableLease},
+      {"sequential", caracal::Consistency::kSequential}};
   app.add_option("--consistency", consistency, "reads: linearizable | lease | sequential")
-      ->check(CLI::IsMember({"linearizable", "lease", "sequential"}));
+      ->check(CLI::IsMember(consistencies));
+  const std::map<std::string, caracal::ConnectionStrategy> strategies{
+      {"any", caracal::ConnectionStrategy::kAny},
+      {"leader", caracal::ConnectionStrategy::kLeader},
+      {"followers", caracal::ConnectionStrategy::kFollowers}};
   app.add_option("--strategy", strategy,
                  "the clients' connection strategy: any | leader | followers (where SEQUENTIAL reads go; "
                  "everything else goes to the leader)")
-      ->check(CLI::IsMember({"any", "leader", "followers"}));
+      ->check(CLI::IsMember(strategies));
   app.add_option("--read-ratio", config.read_ratio, "mixed: the share of reads")->check(CLI::Range(0.0, 1.0));
   app.add_option("--keys", config.keys, "key space")->check(CLI::PositiveNumber);
   app.add_option("--key-bytes", config.key_bytes, "key size")->check(CLI::Range(1, 1024));
@@ -309,15 +317,9 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "print one JSON object instead of the table");
   CLI11_PARSE(app, argc, argv);
   if (config.ops > 0 && app.count("--duration-s") == 0) config.duration_s = 3600;
+  config.consistency = consistencies.at(consistency);
+  const caracal::ConnectionStrategy connection_strategy = strategies.at(strategy);
   spdlog::set_level(spdlog::level::warn);
-  config.consistency = consistency == "lease"        ? caracal::Consistency::kLinearizableLease
-                       : consistency == "sequential" ? caracal::Consistency::kSequential
-                                                     : caracal::Consistency::kLinearizable;
-
-  const caracal::ConnectionStrategy connection_strategy = strategy == "leader" ? caracal::ConnectionStrategy::kLeader
-                                                         : strategy == "followers"
-                                                             ? caracal::ConnectionStrategy::kFollowers
-                                                             : caracal::ConnectionStrategy::kAny;
 
   Cluster cluster;
   std::vector<std::string> addresses;
