@@ -129,6 +129,35 @@ std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_
   return MessageBytes(message);
 }
 
+Bytes EncodeCommandEntry(BytesArena& arena, uint64_t session, uint64_t sequence, std::string_view operation,
+                         uint64_t acked_sequence) {
+  ScratchMessage scratch(operation.size());
+  capnp::MessageBuilder& message = scratch.message();
+  auto root = message.initRoot<wire::CommandEntry>();
+  root.setSession(session);
+  root.setSequence(sequence);
+  root.setAckedSequence(acked_sequence);
+  root.setOperation(kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(operation.data()), operation.size()));
+  size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
+  BytesArena::Reservation r = arena.Reserve(bytes);
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(r.data()), bytes));
+  capnp::writeMessage(stream, message.getSegmentsForOutput());
+  return arena.Finish(r, bytes);
+}
+
+absl::StatusOr<CommandEntryView> ReadCommandEntry(std::string_view payload, MessageReader* reader) {
+  if (absl::Status s = reader->Parse(payload); !s.ok()) return s;
+  try {
+    auto root = reader->Root<wire::CommandEntry>();
+    auto op = root.getOperation();
+    return CommandEntryView{root.getSession(), root.getSequence(),
+                            std::string_view(reinterpret_cast<const char*>(op.begin()), op.size()),
+                            root.getAckedSequence()};
+  } catch (const kj::Exception& e) {
+    return absl::DataLossError(absl::StrCat("malformed command entry: ", e.getDescription().cStr()));
+  }
+}
+
 absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload) {
   return ReadMessage<wire::CommandEntry, CommandEntryValue>(payload, "command entry", [&](wire::CommandEntry::Reader root) -> absl::StatusOr<CommandEntryValue> {
     auto op = root.getOperation();

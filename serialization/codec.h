@@ -39,7 +39,21 @@ struct CommandEntryValue {
 };
 std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation,
                                uint64_t acked_sequence = 0);
+// The same, carved out of `arena` (8-byte aligned): no allocation of its own.
+Bytes EncodeCommandEntry(BytesArena& arena, uint64_t session, uint64_t sequence, std::string_view operation,
+                         uint64_t acked_sequence);
 absl::StatusOr<CommandEntryValue> DecodeCommandEntry(std::string_view payload);
+
+// A command entry read in place: `operation` points into the payload (or into
+// the reader's aligned copy of it) and is valid while both live.
+struct CommandEntryView {
+  uint64_t session = 0;
+  uint64_t sequence = 0;
+  std::string_view operation;
+  uint64_t acked_sequence = 0;
+};
+class MessageReader;
+absl::StatusOr<CommandEntryView> ReadCommandEntry(std::string_view payload, MessageReader* reader);
 
 // ---- wire frames ----
 // Builders fill a wire::Frame; the body is then framed with AppendFrame.

@@ -110,6 +110,13 @@ absl::Status DecodeContext::Failed(const std::exception& e) const {
 
 std::string MessageToBytes(capnp::MessageBuilder& message) { return serialization::MessageBytes(message); }
 
+void MessageToBytes(capnp::MessageBuilder& message, std::string* out) {
+  size_t words = capnp::computeSerializedSizeInWords(message);
+  out->resize(words * sizeof(capnp::word));
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out->data()), out->size()));
+  capnp::writeMessage(stream, message.getSegmentsForOutput());
+}
+
 void SetText(std::string_view text, wire::Value::Builder out) {
   auto t = out.initText(static_cast<unsigned>(text.size()));
   if (!text.empty()) std::memcpy(t.begin(), text.data(), text.size());
@@ -125,19 +132,25 @@ void SetOperationName(std::string_view name, wire::Operation::Builder out) {
 ParsedMessage::~ParsedMessage() = default;
 
 absl::StatusOr<std::unique_ptr<ParsedMessage>> ParsedMessage::Parse(std::string_view bytes, bool own_copy) {
+  auto parsed = std::make_unique<ParsedMessage>();
+  if (absl::Status s = parsed->Reset(bytes, own_copy); !s.ok()) return s;
+  return parsed;
+}
+
+absl::Status ParsedMessage::Reset(std::string_view bytes, bool own_copy) {
+  reader_.reset();
   if (bytes.empty() || bytes.size() % sizeof(capnp::word) != 0) {
     return absl::DataLossError(absl::StrCat("malformed Cap'n Proto message: ", bytes.size(),
                                             " bytes are not a whole number of 8-byte words"));
   }
-  std::unique_ptr<ParsedMessage> parsed(new ParsedMessage());
   const size_t words = bytes.size() / sizeof(capnp::word);
   kj::ArrayPtr<const capnp::word> array;
   if (!own_copy && reinterpret_cast<uintptr_t>(bytes.data()) % alignof(capnp::word) == 0) {
     array = kj::ArrayPtr<const capnp::word>(reinterpret_cast<const capnp::word*>(bytes.data()), words);
   } else {
-    parsed->copy_ = kj::heapArray<capnp::word>(words);
-    std::memcpy(parsed->copy_.begin(), bytes.data(), bytes.size());
-    array = kj::ArrayPtr<const capnp::word>(parsed->copy_.begin(), words);
+    if (copy_.size() < words) copy_ = kj::heapArray<capnp::word>(words);
+    std::memcpy(copy_.begin(), bytes.data(), bytes.size());
+    array = kj::ArrayPtr<const capnp::word>(copy_.begin(), words);
   }
   capnp::ReaderOptions options;
   // Bounds the work a message can cause (shared subtrees, zero-sized list
@@ -146,17 +159,19 @@ absl::StatusOr<std::unique_ptr<ParsedMessage>> ParsedMessage::Parse(std::string_
   options.traversalLimitInWords = words * 8 + 1024;
   options.nestingLimit = kCapnpNestingLimit;
   try {
-    parsed->reader_.emplace(array, options);
-    const capnp::word* end = parsed->reader_->getEnd();
+    reader_.emplace(array, options);
+    const capnp::word* end = reader_->getEnd();
     if (end != array.end()) {
+      reader_.reset();
       return absl::DataLossError(absl::StrCat("malformed Cap'n Proto message: ",
                                               (array.end() - end) * sizeof(capnp::word),
                                               " trailing bytes after the message"));
     }
   } catch (const kj::Exception& e) {
+    reader_.reset();
     return absl::DataLossError(absl::StrCat("malformed Cap'n Proto message: ", e.getDescription().cStr()));
   }
-  return parsed;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<wire::Value::Reader> ParsedMessage::ValueRoot() {
@@ -179,8 +194,8 @@ absl::StatusOr<wire::Operation::Reader> ParsedMessage::OperationRoot() {
 
 // ---- OperationView ----
 
-OperationView::OperationView(std::unique_ptr<internal::ParsedMessage> message, std::string name)
-    : message_(std::move(message)), name_(std::move(name)) {}
+OperationView::OperationView(std::unique_ptr<internal::ParsedMessage> owned, internal::ParsedMessage* message)
+    : owned_(std::move(owned)), message_(message) {}
 OperationView::OperationView(OperationView&&) noexcept = default;
 OperationView& OperationView::operator=(OperationView&&) noexcept = default;
 OperationView::~OperationView() = default;
@@ -191,29 +206,42 @@ absl::StatusOr<wire::Value::Reader> OperationView::Args() const {
   try {
     return root->getArgs();
   } catch (const kj::Exception& e) {
-    return absl::DataLossError(absl::StrCat(name_, ": malformed args: ", e.getDescription().cStr()));
+    return absl::DataLossError(absl::StrCat(std::string(name_), ": malformed args: ", e.getDescription().cStr()));
   }
 }
 
 absl::Status OperationView::NameMismatch(std::string_view expected) const {
   return absl::InvalidArgumentError(
-      absl::StrCat("operation \"", name_, "\" cannot be decoded as \"", std::string(expected), "\""));
+      absl::StrCat("operation \"", std::string(name_), "\" cannot be decoded as \"", std::string(expected), "\""));
+}
+
+absl::StatusOr<OperationView> OperationView::Read(std::unique_ptr<internal::ParsedMessage> owned,
+                                                  internal::ParsedMessage* message) {
+  auto root = message->OperationRoot();
+  if (!root.ok()) return root.status();
+  std::string_view name;
+  try {
+    auto text = root->getName();
+    name = std::string_view(text.begin(), text.size());
+  } catch (const kj::Exception& e) {
+    return absl::DataLossError(absl::StrCat("malformed operation name: ", e.getDescription().cStr()));
+  }
+  if (name.empty()) return absl::InvalidArgumentError("operation has no name");
+  OperationView view(std::move(owned), message);
+  view.name_ = name;  // inside the message's words, which do not move with the view
+  return view;
 }
 
 absl::StatusOr<OperationView> ParseOperation(std::string_view bytes) {
   auto message = internal::ParsedMessage::Parse(bytes, /*own_copy=*/true);
   if (!message.ok()) return message.status();
-  auto root = (*message)->OperationRoot();
-  if (!root.ok()) return root.status();
-  std::string name;
-  try {
-    auto text = root->getName();
-    name.assign(text.begin(), text.size());
-  } catch (const kj::Exception& e) {
-    return absl::DataLossError(absl::StrCat("malformed operation name: ", e.getDescription().cStr()));
-  }
-  if (name.empty()) return absl::InvalidArgumentError("operation has no name");
-  return OperationView(*std::move(message), std::move(name));
+  internal::ParsedMessage* raw = message->get();
+  return OperationView::Read(*std::move(message), raw);
+}
+
+absl::StatusOr<OperationView> ParseOperationInPlace(std::string_view bytes, internal::ParsedMessage* storage) {
+  if (absl::Status s = storage->Reset(bytes, /*own_copy=*/false); !s.ok()) return s;
+  return OperationView::Read(nullptr, storage);
 }
 
 // ---- DebugString ----

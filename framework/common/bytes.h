@@ -34,9 +34,10 @@ class Bytes {
   // Copies `data` into one new allocation.
   explicit Bytes(std::string_view data) {
     if (data.empty()) return;
-    auto block = std::make_shared_for_overwrite<char[]>(data.size());  // one allocation
+    // One allocation, 8-byte aligned (Cap'n Proto reads aligned words in place).
+    auto block = std::make_shared_for_overwrite<uint64_t[]>((data.size() + 7) / 8);
     std::memcpy(block.get(), data.data(), data.size());
-    data_ = block.get();
+    data_ = reinterpret_cast<const char*>(block.get());
     size_ = data.size();
     owner_ = std::move(block);
   }
@@ -56,6 +57,7 @@ class Bytes {
   }
 
   std::string_view view() const { return std::string_view(data_, size_); }
+  operator std::string_view() const { return view(); }  // NOLINT: reads like the string it is
   const char* data() const { return data_; }
   size_t size() const { return size_; }
   bool empty() const { return size_ == 0; }
@@ -63,6 +65,7 @@ class Bytes {
   const void* owner() const { return owner_.get(); }
 
   friend bool operator==(const Bytes& a, const Bytes& b) { return a.view() == b.view(); }
+  friend bool operator==(const Bytes& a, std::string_view b) { return a.view() == b; }
 
  private:
   std::shared_ptr<const void> owner_;

@@ -19,6 +19,8 @@ int64_t NowMicros() {
 
 constexpr size_t kReadChunkBytes = 4u << 20;
 constexpr Index kReadChunkEntries = 4096;
+// Routed outcomes are handed on at the end of a batch, or after this many.
+constexpr size_t kRoutedBatch = 256;
 
 }  // namespace
 
@@ -43,20 +45,70 @@ void ApplyLoop::Stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
-  std::map<Index, Waiter> waiters;
+  std::vector<std::pair<Index, Waiter>> waiters;
   std::multimap<Index, PendingQuery> queries;
   std::deque<Subscription> subscriptions;
   {
     std::lock_guard lock(mu_);
-    waiters.swap(waiters_);
+    waiters_.ForEach([&](Index index, Waiter& w) { waiters.emplace_back(index, std::move(w)); });
+    waiters_.Clear();
     queries.swap(queries_);
     subscriptions.swap(subscriptions_);
   }
   for (auto& sub : subscriptions) {
     if (sub.done) sub.done(absl::UnavailableError("server stopped"));
   }
-  for (auto& [index, w] : waiters) w.done(Outcome{absl::UnavailableError("server stopped"), index, 0});
+  // The state machine thread is gone: routed_ is this thread's now.
+  for (auto& [index, w] : waiters) Deliver(w, Outcome{absl::UnavailableError("server stopped"), index, 0});
+  FlushRouted();
   for (auto& [index, q] : queries) q.done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
+}
+
+// ---- WaiterRing ----
+
+ApplyLoop::Waiter* ApplyLoop::WaiterRing::Find(Index index) {
+  if (count_ == 0 || index < base_ || index - base_ >= count_) return nullptr;
+  Waiter& w = Slot(index - base_);
+  return w.term != 0 ? &w : nullptr;
+}
+
+void ApplyLoop::WaiterRing::Put(Index index, Waiter waiter) {
+  if (count_ == 0) {
+    base_ = index;
+    head_ = 0;
+  }
+  size_t shift = index < base_ ? base_ - index : 0;
+  size_t needed = std::max<size_t>(count_ + shift, index + shift - base_ + 1);
+  if (needed > ring_.size()) {
+    // Lay the slots out again, from 0, in a ring at least twice as big.
+    std::vector<Waiter> bigger(std::max<size_t>(needed, std::max<size_t>(16, 2 * ring_.size())));
+    for (size_t i = 0; i < count_; ++i) bigger[i + shift] = std::move(Slot(i));
+    ring_ = std::move(bigger);
+    head_ = 0;
+  } else if (shift > 0) {
+    head_ = (head_ + ring_.size() - shift) % ring_.size();  // the slots before head_ are empty
+  }
+  base_ -= shift;
+  count_ = std::max<size_t>(count_ + shift, index - base_ + 1);
+  Slot(index - base_) = std::move(waiter);
+}
+
+ApplyLoop::Waiter ApplyLoop::WaiterRing::Take(Index index) {
+  Waiter* w = Find(index);
+  if (w == nullptr) return Waiter{};
+  Waiter out = std::move(*w);
+  *w = Waiter{};
+  while (count_ > 0 && Slot(0).term == 0) {
+    head_ = (head_ + 1) % ring_.size();
+    ++base_;
+    --count_;
+  }
+  return out;
+}
+
+void ApplyLoop::WaiterRing::Clear() {
+  for (size_t i = 0; i < count_; ++i) Slot(i) = Waiter{};
+  count_ = 0;
 }
 
 void ApplyLoop::Commit(Index commit) {
@@ -69,35 +121,61 @@ void ApplyLoop::Commit(Index commit) {
   wake_.notify_one();
 }
 
+namespace {
+absl::StatusOr<std::string> AsString(absl::StatusOr<Bytes> result) {
+  if (!result.ok()) return result.status();
+  return std::string(result->view());
+}
+}  // namespace
+
 void ApplyLoop::ExpectResult(Index index, Term term, ResultCallback done) {
-  ExpectOutcome(index, term, [done = std::move(done)](Outcome o) { done(std::move(o.result)); });
+  ExpectOutcome(index, term, [done = std::move(done)](Outcome o) { done(AsString(std::move(o.result))); });
 }
 
 void ApplyLoop::ExpectOutcome(Index index, Term term, OutcomeCallback done) {
-  Waiter replaced;
+  Expect(index, Waiter{term, std::move(done), Route{}});
+}
+
+void ApplyLoop::ExpectRouted(Index index, Term term, Route route) { Expect(index, Waiter{term, nullptr, route}); }
+
+void ApplyLoop::SetRouteSink(RouteSink sink) { route_sink_ = std::move(sink); }
+
+void ApplyLoop::Expect(Index index, Waiter waiter) {
+  Waiter failed;
+  absl::Status why;
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
-      done(Outcome{absl::UnavailableError("server stopped"), index, 0});
+      why = absl::UnavailableError("server stopped");
+      failed = std::move(waiter);
+    } else if (index <= stats_.applied) {
+      // Too late to wait: it would wait forever.
+      why = absl::UnavailableError(absl::StrCat("index ", index, " is already applied; its response is gone"));
+      failed = std::move(waiter);
+    } else if (Waiter* there = waiters_.Find(index)) {
+      // A later term proposed at this index: the earlier entry there was
+      // replaced (it can no longer be applied); its waiter learns it now.
+      why = absl::AbortedError(absl::StrCat("the entry at index ", index, " (term ", there->term,
+                                            ") was replaced after a leader change; it was not applied"));
+      failed = std::exchange(*there, std::move(waiter));
+    } else {
+      waiters_.Put(index, std::move(waiter));
       return;
     }
-    auto it = waiters_.find(index);
-    if (it == waiters_.end()) {
-      waiters_.emplace(index, Waiter{term, std::move(done)});
-      return;
-    }
-    // A later term proposed at this index: the earlier entry there was
-    // replaced (it can no longer be applied); its waiter learns it now.
-    replaced = std::exchange(it->second, Waiter{term, std::move(done)});
   }
-  replaced.done(Outcome{absl::AbortedError(absl::StrCat("the entry at index ", index, " (term ", replaced.term,
-                                                        ") was replaced after a leader change; it was not applied")),
-                        index, 0});
+  // Not on the state machine thread: routed_ is not ours.
+  if (failed.done) {
+    failed.done(Outcome{std::move(why), index, 0});
+  } else if (route_sink_) {
+    std::vector<RoutedOutcome> one;
+    one.push_back(RoutedOutcome{failed.route, Outcome{std::move(why), index, 0}});
+    route_sink_(one);
+  }
 }
 
 void ApplyLoop::Query(uint64_t session, std::string operation, Index min_index, ResultCallback done) {
   QueryOutcome(session, std::move(operation), min_index,
-               [done = std::move(done)](Outcome o) { done(std::move(o.result)); });
+               [done = std::move(done)](Outcome o) { done(AsString(std::move(o.result))); });
 }
 
 void ApplyLoop::QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done) {
@@ -171,7 +249,10 @@ void ApplyLoop::HandleSubscriptions(std::deque<Subscription> subscriptions) {
 }
 
 void ApplyLoop::DeliverPublished() {
-  for (const auto& [session, index] : runner_.TakePublished()) {
+  std::vector<std::pair<uint64_t, Index>> published = runner_.TakePublished();
+  if (published.empty()) return;
+  FlushRouted();  // the responses before the events published after them
+  for (const auto& [session, index] : published) {
     auto sub = subscribers_.find(session);
     if (sub == subscribers_.end() || !sink_) continue;
     const SessionState* s = runner_.sessions().Find(session);
@@ -233,8 +314,10 @@ void ApplyLoop::Run() {
 bool ApplyLoop::ApplyUpTo(Index target) {
   Index before = runner_.applied();
   while (runner_.applied() < target) {
-    std::vector<Entry> entries;
-    std::vector<HoleRun> holes;
+    std::vector<Entry>& entries = read_entries_;
+    std::vector<HoleRun>& holes = read_holes_;
+    entries.clear();
+    holes.clear();
     Index from = runner_.applied() + 1;
     Index to = std::min(target, from + kReadChunkEntries - 1);
     absl::Status s = log_->Read(from, to, kReadChunkBytes, &entries, &holes);
@@ -250,13 +333,14 @@ bool ApplyLoop::ApplyUpTo(Index target) {
     for (Index i = from; i <= covered; ++i) {
       if (e < entries.size() && entries[e].index == i) {
         const Entry& entry = entries[e++];
-        std::vector<StateMachineRunner::Response> responses = runner_.ApplyEntry(entry);
+        runner_.ApplyEntry(entry, &responses_);
         {
           std::lock_guard lock(mu_);
           if (entry.type == EntryType::kCommand) ++stats_.commands;
           stats_.applied = i;  // before any response: a caller may read it right after
         }
-        for (auto& r : responses) CompleteWaiter(r.index, r.term, std::move(r.result), r.event_index, r.ran_at);
+        for (auto& r : responses_) CompleteWaiter(r.index, r.term, std::move(r.result), r.event_index, r.ran_at);
+        if (routed_.size() >= kRoutedBatch) FlushRouted();
         // After the responses: events published at an index follow its response.
         DeliverPublished();
       } else {
@@ -266,7 +350,9 @@ bool ApplyLoop::ApplyUpTo(Index target) {
         CompleteWaiter(i, h < holes.size() ? holes[h].term : 0, absl::AbortedError("compacted"));
       }
     }
+    entries.clear();  // drops this chunk's payloads before the next is read
   }
+  FlushRouted();
   Index applied = runner_.applied();
   int64_t now = NowMicros();
   std::lock_guard lock(mu_);
@@ -289,7 +375,7 @@ bool ApplyLoop::ApplyUpTo(Index target) {
   return true;
 }
 
-void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index,
+void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<Bytes> result, Index event_index,
                                Index ran_at) {
   Waiter waiter;
   {
@@ -298,19 +384,31 @@ void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<std::strin
     // a command's result and then asks Info() sees applied >= its index (and
     // may use it as a SEQUENTIAL query's min_index).
     stats_.applied = std::max(stats_.applied, index);
-    auto it = waiters_.find(index);
-    if (it == waiters_.end()) return;
-    waiter = std::move(it->second);
-    waiters_.erase(it);
+    waiter = waiters_.Take(index);
+    if (waiter.term == 0) return;
   }
   if (waiter.term == term) {
-    waiter.done(Outcome{std::move(result), ran_at != 0 ? ran_at : index, event_index});
+    Deliver(waiter, Outcome{std::move(result), ran_at != 0 ? ran_at : index, event_index});
   } else {
-    waiter.done(Outcome{absl::AbortedError(absl::StrCat("the entry at index ", index,
-                                                        " was replaced after a leader change (term ", waiter.term,
-                                                        " -> ", term, "); it was not applied")),
-                        index, 0});
+    Deliver(waiter, Outcome{absl::AbortedError(absl::StrCat("the entry at index ", index,
+                                                            " was replaced after a leader change (term ", waiter.term,
+                                                            " -> ", term, "); it was not applied")),
+                            index, 0});
   }
+}
+
+void ApplyLoop::Deliver(Waiter& waiter, Outcome outcome) {
+  if (waiter.done) {
+    waiter.done(std::move(outcome));
+  } else {
+    routed_.push_back(RoutedOutcome{waiter.route, std::move(outcome)});
+  }
+}
+
+void ApplyLoop::FlushRouted() {
+  if (routed_.empty()) return;
+  if (route_sink_) route_sink_(routed_);
+  routed_.clear();
 }
 
 void ApplyLoop::RunQueries() {
@@ -327,7 +425,8 @@ void ApplyLoop::RunQueries() {
     absl::StatusOr<std::string> result = runner_.Query(q.session, q.operation);
     Index event_index = 0;
     if (const SessionState* s = runner_.sessions().Find(q.session)) event_index = s->last_event_index;
-    q.done(Outcome{std::move(result), runner_.applied(), event_index});
+    absl::StatusOr<Bytes> bytes = result.ok() ? absl::StatusOr<Bytes>(Bytes(*std::move(result))) : result.status();
+    q.done(Outcome{std::move(bytes), runner_.applied(), event_index});
   }
 }
 

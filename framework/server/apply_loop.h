@@ -44,11 +44,27 @@ using ResultCallback = std::function<void(absl::StatusOr<std::string>)>;
 // the index that produced the result; the applied index a query read at)
 // and, for a session command, the session's last event batch before it.
 struct Outcome {
-  absl::StatusOr<std::string> result;
+  absl::StatusOr<Bytes> result;
   Index index = 0;
   Index event_index = 0;
 };
 using OutcomeCallback = std::function<void(Outcome)>;
+
+// A client request waiting at an index (ExpectRouted): its outcome goes to the
+// RouteSink with the others of the same batch, so a command costs no callback
+// object of its own.
+struct Route {
+  uint64_t connection = 0;
+  uint64_t request_id = 0;
+};
+struct RoutedOutcome {
+  Route route;
+  Outcome outcome;
+};
+// Takes the outcomes of a batch (it may swap the vector's contents out; the
+// loop reuses what is left). Runs on the state machine thread (or the thread
+// calling Stop/ExpectRouted for failures); hand them on, never block.
+using RouteSink = std::function<void(std::vector<RoutedOutcome>& batch)>;
 
 // Event delivery: `subscriber` (a client connection) receives `batch` of
 // `session`. Runs on the state machine thread; hand it on, never block.
@@ -93,6 +109,10 @@ class ApplyLoop {
   // there has term `term`; Aborted otherwise (a leader change replaced it).
   void ExpectResult(Index index, Term term, ResultCallback done);
   void ExpectOutcome(Index index, Term term, OutcomeCallback done);
+  // The same for a client request: the outcome goes to the RouteSink.
+  void ExpectRouted(Index index, Term term, Route route);
+  // Set before Start().
+  void SetRouteSink(RouteSink sink);
   // Runs the query once applied >= min_index.
   void Query(uint64_t session, std::string operation, Index min_index, ResultCallback done);
   void QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done);
@@ -116,8 +136,34 @@ class ApplyLoop {
 
  private:
   struct Waiter {
-    Term term;
-    OutcomeCallback done;
+    Term term = 0;
+    OutcomeCallback done;  // empty: a routed waiter
+    Route route;
+  };
+  // Waiters by index: a ring over [base_, base_ + count_) that grows by
+  // doubling and then stops allocating (a leader proposes at increasing
+  // indexes; slots of indexes nobody waits for stay empty).
+  class WaiterRing {
+   public:
+    // The waiter at `index`, if any.
+    Waiter* Find(Index index);
+    void Put(Index index, Waiter waiter);
+    // Removes and returns the waiter at `index` (term 0 if none).
+    Waiter Take(Index index);
+    template <typename F>
+    void ForEach(F f) {
+      for (size_t i = 0; i < count_; ++i) {
+        if (Slot(i).term != 0) f(base_ + i, Slot(i));
+      }
+    }
+    void Clear();
+
+   private:
+    Waiter& Slot(size_t i) { return ring_[(head_ + i) % ring_.size()]; }
+    std::vector<Waiter> ring_;
+    size_t head_ = 0;
+    size_t count_ = 0;
+    Index base_ = 0;
   };
   struct PendingQuery {
     uint64_t session;
@@ -136,12 +182,16 @@ class ApplyLoop {
     NodeId leader;
   };
 
+  void Expect(Index index, Waiter waiter);
   void Run();
   // Applies [applied_+1, target]; returns false on a log read error.
   bool ApplyUpTo(Index target);
   void RunQueries();
-  void CompleteWaiter(Index index, Term term, absl::StatusOr<std::string> result, Index event_index = 0,
+  void CompleteWaiter(Index index, Term term, absl::StatusOr<Bytes> result, Index event_index = 0,
                       Index ran_at = 0);
+  void Deliver(Waiter& waiter, Outcome outcome);
+  // Hands the routed outcomes collected so far to the sink.
+  void FlushRouted();
   void HandleSubscriptions(std::deque<Subscription> subscriptions);
   void DeliverPublished();
 
@@ -152,7 +202,13 @@ class ApplyLoop {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   Index commit_target_ = 0;
-  std::map<Index, Waiter> waiters_;
+  WaiterRing waiters_;
+  RouteSink route_sink_;
+  std::vector<RoutedOutcome> routed_;  // state machine thread: this batch's, not yet handed on
+  // Reused from batch to batch (state machine thread).
+  std::vector<Entry> read_entries_;
+  std::vector<HoleRun> read_holes_;
+  std::vector<StateMachineRunner::Response> responses_;
   std::multimap<Index, PendingQuery> queries_;  // by the index each needs applied
   std::deque<RoleEvent> role_events_;
   std::deque<std::pair<Index, int64_t>> commit_times_;  // (commit target, when notified, us)

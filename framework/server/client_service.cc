@@ -20,7 +20,10 @@ ClientService::ClientService(boost::asio::io_context& io, ClientServiceOptions o
       apply_(apply),
       tcp_(tcp),
       alive_(std::make_shared<bool>(true)),
-      inbox_(io),
+      inbox_(io,
+             [this, alive = alive_](RoutedOutcome& routed) {
+               if (*alive) OnRoutedOutcome(routed);
+             }),
       duty_timer_(io) {
   if (options_.min_session_timeout_ms == 0) {
     options_.min_session_timeout_ms = 2 * static_cast<uint64_t>(options_.election_timeout.count());
@@ -38,6 +41,7 @@ void ClientService::Start() {
     // Runs on the state machine thread: copy the batch and push it from the
     // io thread. Posts keep the apply order, so a connection sees a
     // command's response before the events published at its index.
+    apply_->SetRouteSink([this](std::vector<RoutedOutcome>& batch) { inbox_.PostOutcomes(batch); });
     apply_->SetEventSink([this, alive = alive_](uint64_t subscriber, uint64_t session, const EventBatch& batch) {
       PublishEventsValue value{session, batch.index, batch.previous, {}};
       value.events.reserve(batch.events.size());
@@ -111,6 +115,25 @@ void ClientService::ProposeAndWait(EntryType type, std::string payload, std::fun
   FlushSoon();
 }
 
+void ClientService::ProposeCommand(ConnectionId c, uint64_t id, const CommandRequest& command) {
+  if (!IsLeader()) return Respond(c, id, NotLeader());
+  Bytes entry = EncodeCommandEntry(entries_, command.session, command.sequence, command.operation,
+                                   command.acked_sequence);
+  auto proposed = node_->Propose(EntryType::kCommand, std::move(entry));
+  if (!proposed.ok()) {
+    return Respond(c, id, absl::IsFailedPrecondition(proposed.status()) ? NotLeader() : proposed.status());
+  }
+  apply_->ExpectRouted(proposed->first, proposed->second, Route{c, id});
+  FlushSoon();
+}
+
+void ClientService::OnRoutedOutcome(RoutedOutcome& routed) {
+  Outcome& o = routed.outcome;
+  if (!o.result.ok()) return Respond(routed.route.connection, routed.route.request_id, o.result.status());
+  Respond(routed.route.connection, routed.route.request_id, absl::OkStatus(),
+          CommandResult{o.index, o.event_index, std::string(o.result->view())});
+}
+
 void ClientService::FlushSoon() {
   // Everything proposed in this turn of the io loop goes out as one write and
   // one AppendEntries per follower.
@@ -159,15 +182,11 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
           if (body.session == 0 || body.sequence == 0) {
             return Respond(c, id, absl::InvalidArgumentError("a command needs a session and a sequence number (>= 1)"));
           }
-          std::string entry = EncodeCommandEntry(body.session, body.sequence, body.operation, body.acked_sequence);
-          ProposeAndWait(EntryType::kCommand, std::move(entry), [this, c, id](Outcome o) {
-            if (!o.result.ok()) return Respond(c, id, o.result.status());
-            Respond(c, id, absl::OkStatus(), CommandResult{o.index, o.event_index, *std::move(o.result)});
-          });
+          ProposeCommand(c, id, body);
         } else if constexpr (std::is_same_v<T, QueryRequest>) {
           auto answer = OnIo([this, c, id](Outcome o) {
             if (!o.result.ok()) return Respond(c, id, o.result.status());
-            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, *std::move(o.result)});
+            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, std::string(o.result->view())});
           });
           if (body.consistency == serialization::Consistency::kSequential) {
             apply_->QueryOutcome(body.session, std::move(body.operation), body.index, std::move(answer));
@@ -207,7 +226,7 @@ void ClientService::FlushKeepAlives() {
   }
   ProposeAndWait(EntryType::kKeepAlive, EncodeKeepAliveEntry(entry), [this, batch = std::move(batch)](Outcome o) {
     std::vector<uint64_t> unknown;
-    if (o.result.ok()) unknown = DecodeUnknownSessions(*o.result);
+    if (o.result.ok()) unknown = DecodeUnknownSessions(o.result->view());
     for (const auto& k : batch) {
       if (!o.result.ok()) {
         Respond(k.connection, k.request_id, o.result.status());

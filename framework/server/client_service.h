@@ -92,6 +92,11 @@ class ClientService {
                serialization::ClientResponseBody body = std::monostate{});
   // Proposes an entry and calls `done` (io thread) with its outcome.
   void ProposeAndWait(EntryType type, std::string payload, std::function<void(Outcome)> done);
+  // A command: encoded into entries_ and answered through a Route (the hot
+  // path: no allocation of its own).
+  void ProposeCommand(ConnectionId connection, uint64_t request_id, const serialization::CommandRequest& command);
+  // A routed outcome (a command's) arrived on the io thread.
+  void OnRoutedOutcome(RoutedOutcome& routed);
   // Runs `fn` on the io thread later, unless the service stopped.
   std::function<void(Outcome)> OnIo(std::function<void(Outcome)> fn);
   void FlushKeepAlives();
@@ -108,6 +113,7 @@ class ClientService {
   transport::TcpTransport* tcp_;
   std::shared_ptr<bool> alive_;
   IoInbox inbox_;  // the state machine thread's responses and events, in apply order
+  BytesArena entries_;  // command entries proposed on the io thread
   boost::asio::steady_timer duty_timer_;
   std::vector<PendingKeepAlive> keep_alives_;
   bool keep_alive_flush_posted_ = false;

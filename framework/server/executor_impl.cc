@@ -60,17 +60,17 @@ void ExecutorImpl::Publish(uint64_t session, std::string_view name, std::string 
   publisher_(session, publish_index_ != 0 ? publish_index_ : index_, std::string(name), std::move(payload));
 }
 
-absl::StatusOr<std::string> ExecutorImpl::ApplyHeldCommand(Index index, uint64_t session,
-                                                           std::string_view operation) {
+absl::Status ExecutorImpl::ApplyHeldCommand(Index index, uint64_t session, std::string_view operation,
+                                            std::string* result) {
   Index current = index_;
   LogTime now = time_;
   // ApplyCommand fires nothing new (no timer is due before `now`) and
   // applies at `index`; restore the current index afterwards.
   publish_index_ = current;
-  absl::StatusOr<std::string> result = ApplyCommand(index, now, session, operation);
+  absl::Status status = ApplyCommand(index, now, session, operation, result);
   publish_index_ = 0;
   index_ = current;
-  return result;
+  return status;
 }
 
 void ExecutorImpl::AddHandler(std::string_view name, bool is_command, Executor::Handler handler) {
@@ -166,28 +166,37 @@ absl::Status HandlerError(const OperationError& e, std::string_view operation) {
 
 }  // namespace
 
-absl::StatusOr<std::string> ExecutorImpl::ApplyCommand(Index index, LogTime time, uint64_t session,
-                                                       std::string_view operation) {
+absl::StatusOr<const ExecutorImpl::Registered*> ExecutorImpl::Lookup(std::string_view name, bool command) const {
+  auto it = handlers_.find(absl::string_view(name.data(), name.size()));  // no key copy
+  if (it != handlers_.end() && it->second.is_command == command) return &it->second;
+  const char* what = it == handlers_.end()     ? "unknown operation '"
+                     : command ? "operation is a query, not a command: '"
+                               : "operation is a command, not a query: '";
+  return absl::InvalidArgumentError(absl::StrCat(what, std::string(name),
+                                                 "' (this state machine's operations: ", KnownOperations(), ")"));
+}
+
+absl::Status ExecutorImpl::ApplyCommand(Index index, LogTime time, uint64_t session, std::string_view operation,
+                                        std::string* result) {
   FireTimers(index, time);
-  absl::StatusOr<codec::OperationView> view = codec::ParseOperation(operation);
+  absl::StatusOr<codec::OperationView> view = codec::ParseOperationInPlace(operation, &command_message_);
   if (!view.ok()) {
     tracker_->Applied(index);
     return view.status();
   }
-  auto it = handlers_.find(std::string(view->name()));
-  if (it == handlers_.end() || !it->second.is_command) {
+  absl::StatusOr<const Registered*> handler = Lookup(view->name(), /*command=*/true);
+  if (!handler.ok()) {
     tracker_->Applied(index);
-    return absl::InvalidArgumentError(absl::StrCat(
-        it == handlers_.end() ? "unknown operation '" : "operation is a query, not a command: '",
-        std::string(view->name()), "' (this state machine's operations: ", KnownOperations(), ")"));
+    return handler.status();
   }
-  current_operation_ = std::string(view->name());
+  current_operation_.assign(view->name());
   tracker_->Hold(index);  // the Commit releases it
   try {
-    absl::StatusOr<std::string> result = it->second.handler(
-        *view, Executor::HandlerContext{index, Time(std::chrono::microseconds(time_)), Session(session, this), false});
-    if (!result.ok()) tracker_->Release(index);  // arguments did not decode: nothing holds it
-    return result;
+    absl::Status status = (*handler)->handler(
+        *view, Executor::HandlerContext{index, Time(std::chrono::microseconds(time_)), Session(session, this), false},
+        result);
+    if (!status.ok()) tracker_->Release(index);  // arguments did not decode: nothing holds it
+    return status;
   } catch (const OperationError& e) {
     return HandlerError(e, current_operation_);
   } catch (const std::exception& e) {
@@ -196,20 +205,23 @@ absl::StatusOr<std::string> ExecutorImpl::ApplyCommand(Index index, LogTime time
 }
 
 absl::StatusOr<std::string> ExecutorImpl::RunQuery(uint64_t session, std::string_view operation) {
-  absl::StatusOr<codec::OperationView> view = codec::ParseOperation(operation);
+  absl::StatusOr<codec::OperationView> view = codec::ParseOperationInPlace(operation, &query_message_);
   if (!view.ok()) return view.status();
-  auto it = handlers_.find(std::string(view->name()));
-  if (it == handlers_.end() || it->second.is_command) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        it == handlers_.end() ? "unknown operation '" : "operation is a command, not a query: '",
-        std::string(view->name()), "' (this state machine's operations: ", KnownOperations(), ")"));
-  }
-  current_operation_ = std::string(view->name());
+  absl::StatusOr<const Registered*> handler = Lookup(view->name(), /*command=*/false);
+  if (!handler.ok()) return handler.status();
+  current_operation_.assign(view->name());
   in_query_ = true;
   absl::StatusOr<std::string> result;
   try {
-    result = it->second.handler(
-        *view, Executor::HandlerContext{index_, Time(std::chrono::microseconds(time_)), Session(session, this), true});
+    std::string bytes;
+    absl::Status status = (*handler)->handler(
+        *view, Executor::HandlerContext{index_, Time(std::chrono::microseconds(time_)), Session(session, this), true},
+        &bytes);
+    if (status.ok()) {
+      result = std::move(bytes);
+    } else {
+      result = status;
+    }
   } catch (const OperationError& e) {
     result = HandlerError(e, current_operation_);
   } catch (const std::exception& e) {

@@ -36,10 +36,13 @@ class ExecutorImpl : public SessionSink {
 
   // Runs every timer due at or before `time`, as part of applying `index`.
   void FireTimers(Index index, LogTime time);
-  // Applies a command entry at `index`; the result is the encoded response or
-  // an error for the caller (unknown operation, undecodable arguments, a
-  // handler that threw). Either way the entry is applied.
-  absl::StatusOr<std::string> ApplyCommand(Index index, LogTime time, uint64_t session, std::string_view operation);
+  // Applies a command entry at `index`: OK with the encoded response in
+  // *result (replaced; its capacity is reused), or an error for the caller
+  // (unknown operation, undecodable arguments, a handler that threw). Either
+  // way the entry is applied. `operation` is read in place: no copy, and no
+  // allocation beyond what the handler's own types need.
+  absl::Status ApplyCommand(Index index, LogTime time, uint64_t session, std::string_view operation,
+                            std::string* result);
   // An entry that carries no command (Initialize, Time, ...) applied at index.
   void ApplyEmpty(Index index, LogTime time);
   // Runs a query against the current state.
@@ -69,7 +72,7 @@ class ExecutorImpl : public SessionSink {
   void Publish(uint64_t session, std::string_view name, std::string payload) override;
   // Runs a held-back command (sequencing) at its own index, at the current
   // log time, without firing timers again.
-  absl::StatusOr<std::string> ApplyHeldCommand(Index index, uint64_t session, std::string_view operation);
+  absl::Status ApplyHeldCommand(Index index, uint64_t session, std::string_view operation, std::string* result);
 
  private:
   struct Registered {
@@ -82,6 +85,8 @@ class ExecutorImpl : public SessionSink {
     std::shared_ptr<Scheduled::State> state;
   };
   std::string KnownOperations() const;
+  // The handler registered for `name`, or an error naming what is known.
+  absl::StatusOr<const Registered*> Lookup(std::string_view name, bool command) const;
 
   server::ReleaseTracker* tracker_;
   Executor executor_;
@@ -94,6 +99,8 @@ class ExecutorImpl : public SessionSink {
   LogTime time_ = 0;
   bool in_query_ = false;
   std::string current_operation_;
+  codec::internal::ParsedMessage command_message_;  // reused by every command (parsed in place)
+  codec::internal::ParsedMessage query_message_;
   std::vector<std::function<void()>> side_effects_;
   PublishFn publisher_;
 };

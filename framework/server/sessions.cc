@@ -6,28 +6,44 @@ namespace caracal::server {
 
 void ResponseCache::Put(uint64_t sequence, CachedResponse response) {
   if (sequence < first_) return;
-  if (slots_.empty()) first_ = sequence;
+  if (count_ == 0) first_ = sequence;
   uint64_t offset = sequence - first_;
-  if (offset >= slots_.size()) slots_.resize(offset + 1);
-  slots_[offset] = std::move(response);
+  if (offset >= ring_.size()) {
+    // Grow: lay the slots out again from 0 in a ring twice as big.
+    std::vector<std::optional<CachedResponse>> bigger(std::max<size_t>(offset + 1, std::max<size_t>(4, 2 * ring_.size())));
+    for (size_t i = 0; i < count_; ++i) bigger[i] = std::move(Slot(i));
+    ring_ = std::move(bigger);
+    head_ = 0;
+  }
+  count_ = std::max<size_t>(count_, offset + 1);
+  Slot(offset) = std::move(response);
 }
 
 const CachedResponse* ResponseCache::Find(uint64_t sequence) const {
-  if (sequence < first_ || sequence - first_ >= slots_.size() || !slots_[sequence - first_]) return nullptr;
-  return &*slots_[sequence - first_];
+  if (sequence < first_ || sequence - first_ >= count_ || !Slot(sequence - first_)) return nullptr;
+  return &*Slot(sequence - first_);
 }
 
 void ResponseCache::TrimThrough(uint64_t sequence) {
-  while (!slots_.empty() && first_ <= sequence) {
-    slots_.pop_front();
+  while (count_ > 0 && first_ <= sequence) {
+    Slot(0).reset();
+    head_ = (head_ + 1) % ring_.size();
+    --count_;
     ++first_;
   }
-  if (slots_.empty()) first_ = std::max(first_, sequence + 1);
+  if (count_ == 0) first_ = std::max(first_, sequence + 1);
+}
+
+void ResponseCache::Detach() {
+  for (size_t i = 0; i < count_; ++i) {
+    auto& slot = Slot(i);
+    if (slot && slot->result.ok()) slot->result = Bytes(slot->result->view());
+  }
 }
 
 size_t ResponseCache::size() const {
   size_t n = 0;
-  for (const auto& slot : slots_) n += slot.has_value();
+  for (size_t i = 0; i < count_; ++i) n += Slot(i).has_value();
   return n;
 }
 
@@ -57,6 +73,7 @@ bool SessionTable::KeepAlive(uint64_t id, Index index, LogTime time, uint64_t co
   s->keep_alive = std::max(s->keep_alive, time);
   s->keep_alive_index = index;
   Acknowledge(*s, command_sequence);
+  s->responses.Detach();
   if (event_index > s->acked_event_index) {
     s->acked_event_index = std::min(event_index, s->last_event_index);
     while (!s->events.empty() && s->events.front().index <= s->acked_event_index) s->events.pop_front();
@@ -185,7 +202,7 @@ std::string SessionTable::Digest() const {
     absl::StrAppend(&out, id, "{", s.client_id, " t=", s.timeout, " ka=", s.keep_alive, "@", s.keep_alive_index,
                     " seq=", s.last_sequence, "/", s.acked_sequence, " resp=");
     s.responses.ForEach([&](uint64_t seq, const CachedResponse& r) {
-      absl::StrAppend(&out, seq, ":", r.index, ":", r.result.ok() ? *r.result : r.result.status().ToString(), ",");
+      absl::StrAppend(&out, seq, ":", r.index, ":", r.result.ok() ? std::string(r.result->view()) : r.result.status().ToString(), ",");
     });
     absl::StrAppend(&out, " held=");
     for (const auto& [seq, h] : s.held) absl::StrAppend(&out, seq, ":", h.index, ",");

@@ -53,7 +53,7 @@ struct EventBatch {
 // The response a session's command produced, kept until acknowledged.
 struct CachedResponse {
   Index index = 0;
-  absl::StatusOr<std::string> result;
+  absl::StatusOr<Bytes> result;  // shares the response's bytes (no copy)
   Index event_index = 0;  // the session's last event batch before `index` (the client delivers up to it first)
 };
 
@@ -61,6 +61,8 @@ struct CachedResponse {
 // acknowledges them. A session's commands run in sequence order, so responses
 // arrive in increasing sequence and are trimmed from the front: a deque
 // indexed by offset, with no node allocation per command.
+// A session's cached responses by sequence number: a ring that grows to the
+// most responses ever outstanding at once and then stops allocating.
 class ResponseCache {
  public:
   // Records `response` for `sequence`; a sequence at or below the trimmed
@@ -69,21 +71,29 @@ class ResponseCache {
   const CachedResponse* Find(uint64_t sequence) const;
   // Drops every response at or below `sequence`.
   void TrimThrough(uint64_t sequence);
+  // Gives every cached result storage of its own. Results are carved out of
+  // the state machine thread's arena; a session that went quiet must not keep
+  // a whole arena chunk alive for its last response.
+  void Detach();
   size_t size() const;
   // (sequence, response) in increasing sequence.
   template <typename F>
   void ForEach(F f) const {
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      if (slots_[i]) f(first_ + i, *slots_[i]);
+    for (size_t i = 0; i < count_; ++i) {
+      if (const auto& slot = Slot(i)) f(first_ + i, *slot);
     }
   }
 
  private:
-  uint64_t first_ = 1;  // the sequence of slots_.front()
-  std::deque<std::optional<CachedResponse>> slots_;
+  std::optional<CachedResponse>& Slot(size_t i) { return ring_[(head_ + i) % ring_.size()]; }
+  const std::optional<CachedResponse>& Slot(size_t i) const { return ring_[(head_ + i) % ring_.size()]; }
+
+  uint64_t first_ = 1;  // the sequence of Slot(0)
+  std::vector<std::optional<CachedResponse>> ring_;
+  size_t head_ = 0;
+  size_t count_ = 0;
 };
 
-// A command that arrived before its predecessor in sequence.
 struct HeldCommand {
   Index index = 0;
   Term term = 0;

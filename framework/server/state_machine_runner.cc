@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "framework/common/endian.h"
 #include "serialization/codec.h"
+#include "serialization/framing.h"
 #include "serialization/session_codec.h"
 #include "spdlog/spdlog.h"
 
@@ -26,38 +27,65 @@ StateMachineRunner::~StateMachineRunner() {
 
 absl::StatusOr<std::string> StateMachineRunner::Apply(const Entry& entry) {
   for (Response& r : ApplyEntry(entry)) {
-    if (r.index == entry.index) return std::move(r.result);
+    if (r.index != entry.index) continue;
+    if (!r.result.ok()) return r.result.status();
+    return std::string(r.result->view());
   }
   return absl::UnavailableError(absl::StrCat("the command at index ", entry.index,
                                              " is held back until its session's earlier commands arrive"));
 }
 
+namespace {
+
+// A non-command entry's response (not on the hot path: one allocation).
+absl::StatusOr<Bytes> Owned(absl::StatusOr<std::string> result) {
+  if (!result.ok()) return result.status();
+  return Bytes(*std::move(result));
+}
+
+}  // namespace
+
 std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const Entry& entry) {
+  std::vector<Response> out;
+  ApplyEntry(entry, &out);
+  return out;
+}
+
+absl::StatusOr<Bytes> StateMachineRunner::Result(absl::Status status) {
+  if (!status.ok()) return status;
+  return results_.Copy(result_buffer_);
+}
+
+void StateMachineRunner::ApplyEntry(const Entry& entry, std::vector<Response>* responses) {
   assert(entry.index == applied_ + 1);
   applied_ = entry.index;
   published_.clear();
-  std::vector<Response> out;
+  std::vector<Response>& out = *responses;
+  out.clear();
   switch (entry.type) {
     case EntryType::kRegister:
-      out.push_back(Response{entry.index, entry.term, ApplyRegister(entry)});
+      out.push_back(Response{entry.index, entry.term, Owned(ApplyRegister(entry))});
       break;
     case EntryType::kKeepAlive:
-      out.push_back(Response{entry.index, entry.term, ApplyKeepAlive(entry)});
+      out.push_back(Response{entry.index, entry.term, Owned(ApplyKeepAlive(entry))});
       break;
     case EntryType::kUnregister:
-      out.push_back(Response{entry.index, entry.term, ApplyUnregister(entry)});
+      out.push_back(Response{entry.index, entry.term, Owned(ApplyUnregister(entry))});
       break;
     case EntryType::kCommand: {
-      auto payload = serialization::DecodeCommandEntry(entry.payload.view());
+      // Read in place: the operation stays a view into the entry (or into
+      // the reader's aligned copy), alive while `reader` is.
+      serialization::MessageReader reader;
+      auto payload = serialization::ReadCommandEntry(entry.payload.view(), &reader);
       if (!payload.ok()) {
         executor_.ApplyEmpty(entry.index, entry.timestamp);
         out.push_back(Response{entry.index, entry.term, payload.status()});
       } else if (payload->session == 0) {
-        out.push_back(Response{entry.index, entry.term, executor_.ApplyCommand(entry.index, entry.timestamp, 0,
-                                                                   payload->operation)});
+        absl::Status s = executor_.ApplyCommand(entry.index, entry.timestamp, 0, payload->operation, &result_buffer_);
+        out.push_back(Response{entry.index, entry.term, Result(std::move(s))});
       } else {
         sessions_.AcknowledgeResponses(payload->session, payload->acked_sequence);
-        ApplySessionCommand(entry, payload->session, payload->sequence, std::move(payload->operation), &out);
+        ApplySessionCommand(entry, payload->session, payload->sequence, payload->operation, &out);
       }
       break;
     }
@@ -80,7 +108,6 @@ std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const E
     out.push_back(Response{entry.index, entry.term, absl::AbortedError(absl::StrCat("no command was applied at index ",
                                                                         entry.index))});
   }
-  return out;
 }
 
 absl::Status SessionNotOpen(uint64_t session) {
@@ -184,7 +211,7 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& ent
 }
 
 void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence,
-                                             std::string operation, std::vector<Response>* out) {
+                                             std::string_view operation, std::vector<Response>* out) {
   switch (sessions_.Classify(session, sequence)) {
     case SessionTable::Order::kUnknownSession:
       executor_.ApplyEmpty(entry.index, entry.timestamp);
@@ -211,13 +238,15 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       }
       executor_.FireTimers(entry.index, entry.timestamp);
       tracker_.Hold(entry.index);  // until it runs
-      sessions_.Hold(session, sequence, HeldCommand{entry.index, entry.term, entry.timestamp, std::move(operation), {}});
+      sessions_.Hold(session, sequence,
+                     HeldCommand{entry.index, entry.term, entry.timestamp, std::string(operation), {}});
       return;
     }
     case SessionTable::Order::kNext:
       break;
   }
-  absl::StatusOr<std::string> result = executor_.ApplyCommand(entry.index, entry.timestamp, session, operation);
+  absl::StatusOr<Bytes> result =
+      Result(executor_.ApplyCommand(entry.index, entry.timestamp, session, operation, &result_buffer_));
   Index event_index = sessions_.RecordResponse(session, sequence, CachedResponse{entry.index, result, 0});
   out->push_back(Response{entry.index, entry.term, std::move(result), event_index});
   // The gap is filled: run what was waiting for it, in sequence order. They
@@ -226,7 +255,7 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
   while (auto next = sessions_.TakeNextHeld(session)) {
     auto& [seq, held] = *next;
     tracker_.Release(held.index);  // its Commit takes over
-    absl::StatusOr<std::string> r = executor_.ApplyHeldCommand(held.index, session, held.operation);
+    absl::StatusOr<Bytes> r = Result(executor_.ApplyHeldCommand(held.index, session, held.operation, &result_buffer_));
     Index e = sessions_.RecordResponse(session, seq, CachedResponse{entry.index, r, 0});
     for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, r, e, entry.index});
     out->push_back(Response{held.index, held.term, std::move(r), e, entry.index});

@@ -47,7 +47,7 @@ class StateMachineRunner {
   struct Response {
     Index index = 0;
     Term term = 0;  // of the entry at `index`
-    absl::StatusOr<std::string> result;
+    absl::StatusOr<Bytes> result;
     // A session command's: the session's last event batch before the
     // response (the client delivers those events first).
     Index event_index = 0;
@@ -62,6 +62,11 @@ class StateMachineRunner {
   // a Register answers OK (the session id is its index), a KeepAlive OK with
   // the unknown sessions (DecodeUnknownSessions), an Unregister OK or
   // SessionNotOpen; other entries answer Aborted ("no command was applied").
+  //
+  // Command results are carved out of an arena (BytesArena): applying a
+  // command allocates nothing of the framework's own (its operation is read
+  // in place, its result encoded into a reused buffer).
+  void ApplyEntry(const Entry& entry, std::vector<Response>* out);  // replaces *out
   std::vector<Response> ApplyEntry(const Entry& entry);
   // ApplyEntry's response for entry.index itself (Unavailable if held back).
   absl::StatusOr<std::string> Apply(const Entry& entry);
@@ -93,8 +98,11 @@ class StateMachineRunner {
   absl::StatusOr<std::string> ApplyRegister(const Entry& entry);
   absl::StatusOr<std::string> ApplyKeepAlive(const Entry& entry);
   absl::StatusOr<std::string> ApplyUnregister(const Entry& entry);
-  void ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence, std::string operation,
+  void ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence, std::string_view operation,
                            std::vector<Response>* out);
+  // The result of a command that ran: its bytes (copied from result_buffer_
+  // into the arena) or its error.
+  absl::StatusOr<Bytes> Result(absl::Status status);
   void OnPublish(uint64_t session, Index index, std::string name, std::string payload);
   SessionListener* listener();
 
@@ -107,6 +115,8 @@ class StateMachineRunner {
   raft::Role role_ = raft::Role::kFollower;
   Term term_ = 0;
   std::vector<std::pair<uint64_t, Index>> published_;
+  std::string result_buffer_;  // a handler's encoded result, reused
+  BytesArena results_;
 };
 
 }  // namespace caracal::server

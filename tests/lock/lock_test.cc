@@ -47,7 +47,7 @@ class Harness {
     time_ = std::max(time_, entry.timestamp);
     for (const auto& r : runner_.ApplyEntry(entry)) {
       absl::StrAppend(&transcript_, "#", r.index, " ",
-                      r.result.ok() ? absl::StrCat("ok ", absl::CHexEscape(*r.result)) : r.result.status().ToString(),
+                      r.result.ok() ? absl::StrCat("ok ", absl::CHexEscape(std::string(r.result->view()))) : r.result.status().ToString(),
                       "\n");
       responses_[r.index] = r.result;
     }

@@ -63,6 +63,16 @@ class ApplyLoopTest : public ::testing::Test {
       journal_.Add(absl::StrCat("to ", subscriber, ": session ", session, " batch ", b.index, " after ", b.previous,
                                 " (", b.events.size(), " events)"));
     });
+    loop_->SetRouteSink([this](std::vector<RoutedOutcome>& batch) {
+      for (const RoutedOutcome& r : batch) {
+        const Outcome& o = r.outcome;
+        journal_.Add(o.result.ok() ? absl::StrCat("route ", r.route.connection, "/", r.route.request_id, ": ok at ",
+                                                  o.index, " events<=", o.event_index)
+                                   : absl::StrCat("route ", r.route.connection, "/", r.route.request_id, ": ",
+                                                  absl::StatusCodeToString(o.result.status().code())));
+      }
+      batch.clear();
+    });
     loop_->Start();
   }
   ~ApplyLoopTest() override { loop_->Stop(); }
@@ -111,6 +121,43 @@ TEST_F(ApplyLoopTest, AWaiterReplacedByALaterTermLearnsItsEntryWasNotApplied) {
   Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}), 2);
   CommitAll();
   EXPECT_EQ(journal_.Take(), std::vector<std::string>{"new: ok at 1 events<=0"});
+}
+
+TEST_F(ApplyLoopTest, ARoutedWaiterReplacedByALaterTermLearnsItThroughTheSink) {
+  loop_->ExpectRouted(1, 1, Route{3, 30});
+  loop_->ExpectRouted(1, 2, Route{4, 40});
+  EXPECT_EQ(journal_.Take(), std::vector<std::string>{"route 3/30: ABORTED"});
+  Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}), 2);
+  CommitAll();
+  EXPECT_EQ(journal_.Take(), std::vector<std::string>{"route 4/40: ok at 1 events<=0"});
+}
+
+TEST_F(ApplyLoopTest, AWaiterForAnIndexAlreadyAppliedIsToldAtOnce) {
+  Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
+  CommitAll();
+  Expect(1, 1, "late");
+  loop_->ExpectRouted(1, 1, Route{5, 50});
+  EXPECT_EQ(journal_.Take(), (std::vector<std::string>{"late: UNAVAILABLE", "route 5/50: UNAVAILABLE"}));
+}
+
+TEST_F(ApplyLoopTest, RoutedResponsesComeBeforeTheEventsPublishedAfterThem) {
+  uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
+  CommitAll();
+  ASSERT_TRUE(Subscribe(s, 7, 0).ok());
+  // Waiters at indexes far apart and out of order: the ring grows and
+  // re-lays its slots.
+  Index first = Command(s, 1, "a");
+  Index second = Command(s, 2, "b");
+  loop_->ExpectRouted(second, 1, Route{7, 2});
+  loop_->ExpectRouted(first, 1, Route{7, 1});
+  for (uint64_t seq = 3; seq < 40; ++seq) loop_->ExpectRouted(Command(s, seq, "x"), 1, Route{7, seq});
+  CommitAll();
+  std::vector<std::string> lines = journal_.Take();
+  ASSERT_EQ(lines.size(), 2u * 39);
+  EXPECT_EQ(lines[0], absl::StrCat("route 7/1: ok at ", first, " events<=0"));
+  EXPECT_EQ(lines[1], absl::StrCat("to 7: session ", s, " batch ", first, " after 0 (1 events)"));
+  EXPECT_EQ(lines[2], absl::StrCat("route 7/2: ok at ", second, " events<=", first));
+  EXPECT_EQ(lines[77], absl::StrCat("to 7: session ", s, " batch ", first + 38, " after ", first + 37, " (1 events)"));
 }
 
 TEST_F(ApplyLoopTest, EventsGoToTheSubscriberAfterTheResponseAndAreResentOnSubscribe) {

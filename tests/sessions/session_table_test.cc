@@ -2,6 +2,10 @@
 
 #include "framework/server/sessions.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "gtest/gtest.h"
 
 namespace caracal::server {
@@ -56,7 +60,7 @@ TEST(SessionTableTest, CommandsAreClassifiedBySequence) {
   EXPECT_EQ(t.Classify(1, 1), SessionTable::Order::kNext);
   EXPECT_EQ(t.Classify(1, 3), SessionTable::Order::kEarly);
   EXPECT_EQ(t.Classify(9, 1), SessionTable::Order::kUnknownSession);
-  t.RecordResponse(1, 1, CachedResponse{10, std::string("r1"), 0});
+  t.RecordResponse(1, 1, CachedResponse{10, Bytes(std::string("r1")), 0});
   EXPECT_EQ(t.Classify(1, 1), SessionTable::Order::kDuplicate);
   EXPECT_EQ(t.Classify(1, 2), SessionTable::Order::kNext);
 }
@@ -68,20 +72,20 @@ TEST(SessionTableTest, HeldCommandsComeOutInSequenceOrder) {
   t.Hold(1, 2, HeldCommand{11, 1, 0, "second", {}});
   t.Hold(1, 2, HeldCommand{15, 1, 0, "retry of second", {}});  // the first copy wins
   EXPECT_FALSE(t.TakeNextHeld(1).has_value()) << "sequence 1 has not been applied";
-  t.RecordResponse(1, 1, CachedResponse{10, std::string("r1"), 0});
+  t.RecordResponse(1, 1, CachedResponse{10, Bytes(std::string("r1")), 0});
   auto next = t.TakeNextHeld(1);
   ASSERT_TRUE(next.has_value());
   EXPECT_EQ(next->first, 2u);
   EXPECT_EQ(next->second.operation, "second");
-  t.RecordResponse(1, 2, CachedResponse{11, std::string("r2"), 0});
+  t.RecordResponse(1, 2, CachedResponse{11, Bytes(std::string("r2")), 0});
   EXPECT_EQ(t.TakeNextHeld(1)->second.index, 12u);
 }
 
 TEST(SessionTableTest, DuplicatesAreAnsweredFromTheCacheUntilAcknowledged) {
   SessionTable t;
   t.Register(1, 0, "c", kSecond);
-  t.RecordResponse(1, 1, CachedResponse{10, std::string("r1"), 0});
-  t.RecordResponse(1, 2, CachedResponse{11, std::string("r2"), 0});
+  t.RecordResponse(1, 1, CachedResponse{10, Bytes(std::string("r1")), 0});
+  t.RecordResponse(1, 2, CachedResponse{11, Bytes(std::string("r2")), 0});
   auto cached = t.CachedFor(1, 2);
   ASSERT_TRUE(cached.ok());
   EXPECT_EQ(*cached->result, "r2");
@@ -112,9 +116,9 @@ TEST(SessionTableTest, EventBatchesChainByIndexAndAreTrimmedByAcknowledgement) {
   EXPECT_EQ(t.EventsAfter(1, 0).size(), 1u);
   // A response records the last batch published before its own index: the
   // batch at its index (its own events) comes after it.
-  t.RecordResponse(1, 1, CachedResponse{9, std::string("r"), 0});
+  t.RecordResponse(1, 1, CachedResponse{9, Bytes(std::string("r")), 0});
   EXPECT_EQ(t.CachedFor(1, 1)->event_index, 5u);
-  t.RecordResponse(1, 2, CachedResponse{12, std::string("r"), 0});
+  t.RecordResponse(1, 2, CachedResponse{12, Bytes(std::string("r")), 0});
   EXPECT_EQ(t.CachedFor(1, 2)->event_index, 9u);
 }
 
@@ -125,8 +129,40 @@ TEST(SessionTableTest, DigestCoversTheWholeState) {
     t->Publish(1, 3, PublishedEvent{"e", "p"});
   }
   EXPECT_EQ(a.Digest(), b.Digest());
-  b.RecordResponse(1, 1, CachedResponse{4, std::string("r"), 0});
+  b.RecordResponse(1, 1, CachedResponse{4, Bytes(std::string("r")), 0});
   EXPECT_NE(a.Digest(), b.Digest());
+}
+
+}  // namespace
+}  // namespace caracal::server
+
+namespace caracal::server {
+namespace {
+
+TEST(ResponseCacheTest, TheRingGrowsWrapsAndKeepsSequenceOrder) {
+  ResponseCache cache;
+  for (uint64_t seq = 1; seq <= 10; ++seq) cache.Put(seq, CachedResponse{seq, Bytes(std::to_string(seq)), 0});
+  cache.TrimThrough(7);
+  for (uint64_t seq = 11; seq <= 30; ++seq) cache.Put(seq, CachedResponse{seq, Bytes(std::to_string(seq)), 0});
+  cache.Put(5, CachedResponse{5, Bytes(std::string("late")), 0});  // at or below the trimmed point: ignored
+  EXPECT_EQ(cache.size(), 23u);
+  EXPECT_EQ(cache.Find(7), nullptr);
+  EXPECT_EQ(cache.Find(5), nullptr);
+  cache.Detach();  // results get storage of their own; nothing else changes
+  std::vector<uint64_t> order;
+  cache.ForEach([&](uint64_t seq, const CachedResponse& r) {
+    order.push_back(seq);
+    EXPECT_EQ(*r.result, std::to_string(seq));
+  });
+  ASSERT_EQ(order.size(), 23u);
+  EXPECT_EQ(order.front(), 8u);
+  EXPECT_EQ(order.back(), 30u);
+  EXPECT_TRUE(std::is_sorted(order.begin(), order.end()));
+  cache.TrimThrough(30);
+  EXPECT_EQ(cache.size(), 0u);
+  cache.Put(31, CachedResponse{31, Bytes(std::string("31")), 0});
+  ASSERT_NE(cache.Find(31), nullptr);
+  EXPECT_EQ(*cache.Find(31)->result, "31");
 }
 
 }  // namespace

@@ -334,7 +334,7 @@ void SessionClients::OnApplied(NodeId server, const Entry& entry,
   RunQueries(server);
 }
 
-void SessionClients::Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<std::string>& result,
+void SessionClients::Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<Bytes>& result,
                               Index index, Index event_index) {
   if (waiter.requests.front().kind == Kind::kKeepAlive) {
     std::vector<uint64_t> unknown;
@@ -354,7 +354,7 @@ void SessionClients::Complete(NodeId server, const Waiter& waiter, const absl::S
   if (!result.ok()) {
     Answer(server, request, result.status(), index);
   } else {
-    Answer(server, request, absl::OkStatus(), index, event_index, *result);
+    Answer(server, request, absl::OkStatus(), index, event_index, std::string(result->view()));
   }
 }
 

@@ -315,7 +315,7 @@ class SessionClients : public WorldObserver {
   void FlushKeepAlives(NodeId server);
   void Subscribe(NodeId server, const Request& request);
   void Push(NodeId server, int client, uint64_t session, const server::EventBatch& batch);
-  void Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<std::string>& result, Index index,
+  void Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<Bytes>& result, Index index,
                 Index event_index);
   void ServeQuery(NodeId server, const Request& request);
   void RunQueries(NodeId server);  // the confirmed reads its runner has applied far enough for

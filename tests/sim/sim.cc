@@ -171,8 +171,8 @@ struct World::Server {
 namespace {
 
 // A response as compared between servers: the encoded result, or the error.
-std::string ResponseText(const absl::StatusOr<std::string>& r) {
-  return r.ok() ? absl::StrCat("ok:", *r) : absl::StrCat("error:", r.status().ToString());
+std::string ResponseText(const absl::StatusOr<Bytes>& r) {
+  return r.ok() ? absl::StrCat("ok:", std::string(r->view())) : absl::StrCat("error:", r.status().ToString());
 }
 
 // What applying one log item produced.
@@ -198,7 +198,7 @@ AppliedItem ApplyItem(server::StateMachineRunner& runner, const SimDisk::Item& i
     out.responses = runner.ApplyEntry(entry);
     out.published = runner.TakePublished();
     // As StateMachineRunner::Apply answers.
-    absl::StatusOr<std::string> own = absl::UnavailableError(absl::StrCat(
+    absl::StatusOr<Bytes> own = absl::UnavailableError(absl::StrCat(
         "the command at index ", entry.index, " is held back until its session's earlier commands arrive"));
     std::string others;
     for (const auto& r : out.responses) {

@@ -255,19 +255,29 @@ void SetText(std::string_view text, wire::Value::Builder out);
 class ParsedMessage {
  public:
   static absl::StatusOr<std::unique_ptr<ParsedMessage>> Parse(std::string_view bytes, bool own_copy);
+  ParsedMessage() = default;
   ~ParsedMessage();
   ParsedMessage(const ParsedMessage&) = delete;
   ParsedMessage& operator=(const ParsedMessage&) = delete;
+
+  // Parses `bytes` into this object (replacing what it held): they are read
+  // in place when 8-byte aligned and `own_copy` is false (then they must
+  // outlive every reader taken from it), else copied. Reused, it allocates
+  // nothing for aligned bytes.
+  absl::Status Reset(std::string_view bytes, bool own_copy);
 
   // The root read as a wire::Value / wire::Operation; never throws.
   absl::StatusOr<wire::Value::Reader> ValueRoot();
   absl::StatusOr<wire::Operation::Reader> OperationRoot();
 
  private:
-  ParsedMessage() = default;
   kj::Array<capnp::word> copy_;
   std::optional<capnp::FlatArrayMessageReader> reader_;  // inline: one allocation less per parse
 };
+
+// Replaces `out`'s contents with the flat bytes of `message` (keeps its capacity).
+void MessageToBytes(capnp::MessageBuilder& message, std::string* out);
+
 
 }  // namespace internal
 
@@ -735,6 +745,15 @@ std::string ToBytes(const T& value) {
   Encode(value, message.initRoot<wire::Value>());
   return internal::MessageToBytes(message);
 }
+// The same into `out` (replacing its contents, keeping its capacity): a
+// reused string makes encoding a small value allocation-free.
+template <typename T>
+void ToBytes(const T& value, std::string* out) {
+  serialization::ScratchMessage scratch;
+  capnp::MessageBuilder& message = scratch.message();
+  Encode(value, message.initRoot<wire::Value>());
+  internal::MessageToBytes(message, out);
+}
 
 // Decodes bytes produced by ToBytes<T> (or by anyone: they are untrusted).
 template <typename T>
@@ -761,8 +780,10 @@ std::string EncodeOperation(const T& op) {
 
 // An operation message whose name has been read but whose args are decoded
 // only once the caller knows the type (it looks the handler up by name()).
-// Owns a copy of the bytes, so it outlives the buffer it was parsed from.
-// Move-only. Not for concurrent use (Cap'n Proto counts traversal per reader).
+// From ParseOperation it owns a copy of the bytes, so it outlives the buffer
+// it was parsed from; from ParseOperationInPlace it borrows the bytes and the
+// parser's storage (no allocation, no copy). Move-only. Not for concurrent
+// use (Cap'n Proto counts traversal per reader).
 class OperationView {
  public:
   OperationView(OperationView&&) noexcept;
@@ -795,22 +816,36 @@ class OperationView {
 
  private:
   friend absl::StatusOr<OperationView> ParseOperation(std::string_view bytes);
-  OperationView(std::unique_ptr<internal::ParsedMessage> message, std::string name);
+  friend absl::StatusOr<OperationView> ParseOperationInPlace(std::string_view bytes,
+                                                             internal::ParsedMessage* storage);
+  OperationView(std::unique_ptr<internal::ParsedMessage> owned, internal::ParsedMessage* message);
+  static absl::StatusOr<OperationView> Read(std::unique_ptr<internal::ParsedMessage> owned,
+                                            internal::ParsedMessage* message);
   absl::Status NameMismatch(std::string_view expected) const;
 
-  std::unique_ptr<internal::ParsedMessage> message_;
-  std::string name_;
+  std::unique_ptr<internal::ParsedMessage> owned_;  // null when borrowing
+  internal::ParsedMessage* message_ = nullptr;
+  std::string_view name_;  // inside the message's bytes
 };
 
 // Parses bytes from EncodeOperation (or from anyone: they are untrusted):
 // checks the message and reads the name; DataLoss if the bytes are not such a
 // message, InvalidArgument if the name is missing.
 absl::StatusOr<OperationView> ParseOperation(std::string_view bytes);
+// The same without copying: the view reads `bytes` in place (copied into
+// `storage` only when not 8-byte aligned) and parses into `storage`; both must
+// outlive the view, and `storage` serves one view at a time. Reusing one
+// storage object, parsing allocates nothing.
+absl::StatusOr<OperationView> ParseOperationInPlace(std::string_view bytes, internal::ParsedMessage* storage);
 
 // A result of operation T (void results travel as std::monostate).
 template <OperationType T>
 std::string EncodeResult(const WireResultOf<T>& result) {
   return ToBytes(result);
+}
+template <OperationType T>
+void EncodeResult(const WireResultOf<T>& result, std::string* out) {
+  ToBytes(result, out);
 }
 template <OperationType T>
 absl::StatusOr<WireResultOf<T>> DecodeResult(std::string_view bytes) {

@@ -245,14 +245,17 @@ class Executor {
   void LeaderSideEffect(std::function<void()> fn);
 
   // Framework internals below. A handler takes the encoded arguments and
-  // returns the encoded result.
+  // writes the encoded result into `result` (a string the framework reuses,
+  // so a small result costs no allocation); an error status means the
+  // arguments did not decode.
   struct HandlerContext {
     Index index;
     Time time;
     Session session;
     bool query;
   };
-  using Handler = std::function<absl::StatusOr<std::string>(const codec::OperationView&, const HandlerContext&)>;
+  using Handler =
+      std::function<absl::Status(const codec::OperationView&, const HandlerContext&, std::string* result)>;
   explicit Executor(internal::ExecutorImpl* impl) : impl_(impl) {}
 
  private:
@@ -262,18 +265,19 @@ class Executor {
   template <OperationType Op>
   Handler MakeHandler(std::function<ResultOf<Op>(Commit<Op>)> fn) {
     internal::ExecutorImpl* impl = impl_;
-    return [fn = std::move(fn), impl](const codec::OperationView& view,
-                                      const HandlerContext& ctx) -> absl::StatusOr<std::string> {
-      absl::StatusOr<Op> op = view.DecodeArgs<Op>();
-      if (!op.ok()) return op.status();
-      Commit<Op> commit(ctx.index, ctx.time, ctx.session, *std::move(op), ctx.query ? nullptr : &Executor::ReleaseAt,
+    return [fn = std::move(fn), impl](const codec::OperationView& view, const HandlerContext& ctx,
+                                      std::string* result) -> absl::Status {
+      Op op{};
+      if (absl::Status s = view.DecodeArgs<Op>(&op); !s.ok()) return s;
+      Commit<Op> commit(ctx.index, ctx.time, ctx.session, std::move(op), ctx.query ? nullptr : &Executor::ReleaseAt,
                         ctx.query ? nullptr : impl);
       if constexpr (std::is_void_v<ResultOf<Op>>) {
         fn(std::move(commit));
-        return codec::EncodeResult<Op>(std::monostate{});
+        codec::EncodeResult<Op>(std::monostate{}, result);
       } else {
-        return codec::EncodeResult<Op>(fn(std::move(commit)));
+        codec::EncodeResult<Op>(fn(std::move(commit)), result);
       }
+      return absl::OkStatus();
     };
   }
 
