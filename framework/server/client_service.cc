@@ -159,15 +159,15 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
           if (body.session == 0 || body.sequence == 0) {
             return Respond(c, id, absl::InvalidArgumentError("a command needs a session and a sequence number (>= 1)"));
           }
-          std::string entry = EncodeCommandEntry(body.session, body.sequence, body.operation, body.acked_sequence);
+          std::string entry = EncodeCommandEntry(body.session, body.sequence, body.operation.view(), body.acked_sequence);
           ProposeAndWait(EntryType::kCommand, std::move(entry), [this, c, id](Outcome o) {
             if (!o.result.ok()) return Respond(c, id, o.result.status());
-            Respond(c, id, absl::OkStatus(), CommandResult{o.index, o.event_index, *std::move(o.result)});
+            Respond(c, id, absl::OkStatus(), CommandResult{o.index, o.event_index, Bytes(*std::move(o.result))});
           });
         } else if constexpr (std::is_same_v<T, QueryRequest>) {
           auto answer = OnIo([this, c, id](Outcome o) {
             if (!o.result.ok()) return Respond(c, id, o.result.status());
-            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, *std::move(o.result)});
+            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, Bytes(*std::move(o.result))});
           });
           if (body.consistency == serialization::Consistency::kSequential) {
             apply_->QueryOutcome(body.session, std::move(body.operation), body.index, std::move(answer));
