@@ -199,7 +199,10 @@ FrameSplitter::Space FrameSplitter::WritableSpace() {
   // assembled does not fit where it starts, or (its size unknown yet) too
   // little room is left to be worth a read.
   if (chunk_ == nullptr || room == 0 || (frame > 0 ? capacity_ - begin_ < frame : room < min_read)) {
-    Relocate(std::max({chunk_bytes_, frame, buffered() + min_read}));
+    // Whole frames left buffered (a caller feeding without taking them out)
+    // get twice the room, so that feeding on does not copy them again and again.
+    const size_t grow = frame > 0 && buffered() >= frame ? 2 * buffered() : 0;
+    Relocate(std::max({chunk_bytes_, frame, buffered() + min_read, grow}));
   }
   assert(capacity_ > end_);
   return Space{reinterpret_cast<char*>(chunk_.get()) + end_, capacity_ - end_};
