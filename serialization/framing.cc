@@ -1,6 +1,7 @@
 #include "serialization/framing.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cassert>
 #include <cstring>
 
@@ -136,6 +137,15 @@ const absl::Status& NeedMoreBytes() {
 
 size_t RoundUp8(size_t n) { return (n + 7) & ~size_t{7}; }
 
+// True if `chunk` is referenced by nobody else: no body cut from it is alive
+// (on any thread), so its bytes may be written again. The fence orders our
+// coming writes after the other threads' reads that ended with their release.
+bool Unshared(const std::shared_ptr<uint64_t[]>& chunk) {
+  if (chunk.use_count() != 1) return false;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return true;
+}
+
 }  // namespace
 
 FrameSplitter::FrameSplitter(size_t chunk_bytes)
@@ -173,7 +183,7 @@ void FrameSplitter::Relocate(size_t capacity) {
   char* base = reinterpret_cast<char*>(chunk_.get());
   // Reuse this chunk only if no body cut from it is still alive, it is big
   // enough, and it is not a big frame's chunk that would stay pinned.
-  const bool reuse = chunk_ != nullptr && chunk_.use_count() == 1 && capacity_ >= capacity &&
+  const bool reuse = chunk_ != nullptr && capacity_ >= capacity && Unshared(chunk_) &&
                      (capacity_ <= chunk_bytes_ || capacity > chunk_bytes_);
   if (reuse) {
     if (n > 0 && begin_ > 0) std::memmove(base, base + begin_, n);
@@ -190,7 +200,7 @@ void FrameSplitter::Relocate(size_t capacity) {
 FrameSplitter::Space FrameSplitter::WritableSpace() {
   size_t frame = FrameSize();
   if (!error_.ok()) end_ = begin_;  // the stream is dead: keep no more of it
-  if (chunk_ != nullptr && begin_ == end_ && chunk_.use_count() == 1 && capacity_ <= chunk_bytes_) {
+  if (chunk_ != nullptr && begin_ == end_ && capacity_ <= chunk_bytes_ && Unshared(chunk_)) {
     begin_ = end_ = 0;  // empty and ours alone: start over at the front
   }
   const size_t room = capacity_ - end_;
