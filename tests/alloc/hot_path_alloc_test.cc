@@ -8,6 +8,7 @@
 // index doubling. A single allocation per entry would show up as 900 more.
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
@@ -19,7 +20,10 @@
 #include "framework/raft/log_reader.h"
 #include "framework/raft/raft.h"
 #include "framework/storage/log.h"
+#include "framework/transport/tcp_transport.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
+#include "boost/asio/io_context.hpp"
 #include "serialization/client_protocol.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"
@@ -283,6 +287,44 @@ TEST(HotPathAllocTest, ALeaderProposingAndReplicatingCostsNothingPerEntry) {
   });
   EXPECT_EQ(leader.commit(), log->LastIndex());
   EXPECT_LE(big, small + kSlack);
+}
+
+// ------------------------------------------------------------ TCP
+
+// Both ends on one io thread (the one counted): node 1 encodes and writes
+// AppendEntries, node 2 reads them into its chunks, decodes and delivers them.
+TEST(HotPathAllocTest, AnAppendEntriesOverTcpCostsNothingPerEntry) {
+  boost::asio::io_context io;
+  transport::TcpTransport receiver(io, 2, "alloc", {});
+  ASSERT_TRUE(receiver.Listen("127.0.0.1:0").ok());
+  transport::TcpTransport sender(io, 1, "alloc", {{2, absl::StrCat("127.0.0.1:", receiver.port())}});
+  size_t received = 0;
+  size_t entries = 0;
+  receiver.SetHandler([&](raft::Message m) {
+    ++received;
+    entries += std::get<raft::AppendEntries>(m.body).entries.size();
+  });
+  auto run_until = [&](size_t target) {
+    for (int i = 0; i < 100000 && received < target; ++i) io.run_one_for(std::chrono::seconds(1));
+    ASSERT_EQ(received, target);
+  };
+  Index next = 0;
+  auto [small, big] = Measure("TCP: encode, write, read, split, decode and deliver 4 AppendEntries", [&](size_t n) {
+    std::vector<raft::Message> messages;
+    for (int f = 0; f < 4; ++f, next += n) messages.push_back(AppendEntriesOf(next, n));
+    size_t target = received + messages.size();
+    entries = 0;
+    AllocationCounter count;
+    for (raft::Message& m : messages) sender.Send(std::move(m));
+    run_until(target);
+    EXPECT_EQ(entries, 4 * n);
+    uint64_t allocations = count.allocations();
+    messages.clear();
+    return allocations;
+  });
+  // A frame bigger than the 16 KiB scratch segment is encoded in one heap
+  // segment of its size: one allocation per frame, not per entry.
+  EXPECT_LE(big, small + kSlack + 4);
 }
 
 }  // namespace
