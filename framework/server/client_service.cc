@@ -159,7 +159,8 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
           if (body.session == 0 || body.sequence == 0) {
             return Respond(c, id, absl::InvalidArgumentError("a command needs a session and a sequence number (>= 1)"));
           }
-          std::string entry = EncodeCommandEntry(body.session, body.sequence, body.operation.view(), body.acked_sequence);
+          std::string entry =
+              EncodeCommandEntry(body.session, body.sequence, body.operation.view(), body.acked_sequence);
           ProposeAndWait(EntryType::kCommand, std::move(entry), [this, c, id](Outcome o) {
             if (!o.result.ok()) return Respond(c, id, o.result.status());
             Respond(c, id, absl::OkStatus(), CommandResult{o.index, o.event_index, Bytes(*std::move(o.result))});

@@ -65,7 +65,9 @@ raft::Message AppendEntriesOf(Index prev, size_t n, Term term = 1) {
   ae.prev_log_index = prev;
   ae.prev_log_term = prev == 0 ? 0 : term;
   ae.commit_index = prev;
-  for (size_t i = 1; i <= n; ++i) ae.entries.push_back(Entry{prev + i, term, 7, EntryType::kCommand, Payload(prev + i)});
+  for (size_t i = 1; i <= n; ++i) {
+    ae.entries.push_back(Entry{prev + i, term, 7, EntryType::kCommand, Payload(prev + i)});
+  }
   return raft::Message{1, 2, std::move(ae)};
 }
 

@@ -124,7 +124,8 @@ TEST(ClientCodecTest, ErrorsOfEveryCodeRoundTripWithTheirMessages) {
 }
 
 TEST(ClientCodecTest, ManyMembersAndBigPayloadsRoundTrip) {
-  ClientResponseValue response{9, absl::OkStatus(), 1000, {}, CommandResult{uint64_t{1} << 40, 7, Bytes(Binary(8u << 20, 4))}};
+  ClientResponseValue response{9, absl::OkStatus(), 1000, {},
+                               CommandResult{uint64_t{1} << 40, 7, Bytes(Binary(8u << 20, 4))}};
   for (NodeId id = 1; id <= 1000; ++id) {
     response.members.push_back(
         {id, absl::StrCat("server-", id, ".example.com:", 7000 + id), static_cast<MemberType>(id % 4)});

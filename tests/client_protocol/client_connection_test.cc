@@ -449,7 +449,8 @@ TEST_F(ClientConnectionTest, ClientThatNeverReadsIsClosedAtTheQueueBoundWhileRaf
   ASSERT_TRUE(RunUntil(io_, [&] { return requests_.size() == 1; }));
   const ClientConnectionId id = LastClientId();
 
-  ClientResponseValue big{1, absl::OkStatus(), 1, {}, serialization::CommandResult{1, 0, Bytes(std::string(256u << 10, 'r'))}};
+  ClientResponseValue big{1, absl::OkStatus(), 1, {},
+                          serialization::CommandResult{1, 0, Bytes(std::string(256u << 10, 'r'))}};
   absl::Status status;
   int sent = 0;
   for (; sent < 1000 && status.ok(); ++sent) {
