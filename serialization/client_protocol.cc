@@ -25,6 +25,10 @@ std::string FromData(capnp::Data::Reader data) {
   return std::string(reinterpret_cast<const char*>(data.begin()), data.size());
 }
 
+kj::ArrayPtr<const kj::byte> AsData(const Bytes& b) {
+  return kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(b.data()), b.size());
+}
+
 std::string FromText(capnp::Text::Reader text) { return std::string(text.begin(), text.size()); }
 
 template <typename Fill>
@@ -45,8 +49,8 @@ void OperationResultToWire(const Result& r, wire::OperationResult::Builder out) 
 }
 
 template <typename Result>
-Result OperationResultFromWire(wire::OperationResult::Reader in) {
-  return Result{in.getIndex(), in.getEventIndex(), FromData(in.getResult())};
+Result OperationResultFromWire(wire::OperationResult::Reader in, const Bytes* source) {
+  return Result{in.getIndex(), in.getEventIndex(), BytesFromData(in.getResult(), source)};
 }
 
 absl::StatusOr<MemberValue> MemberFromWire(wire::Member::Reader in) {
@@ -68,6 +72,19 @@ absl::Status StatusFromWire(wire::ResponseStatus::Reader in, absl::Status* out) 
 }
 
 }  // namespace
+
+Bytes BytesFromData(capnp::Data::Reader data, const Bytes* source) {
+  std::string_view view(reinterpret_cast<const char*>(data.begin()), data.size());
+  if (view.empty()) return Bytes();
+  if (source != nullptr) {
+    auto begin = reinterpret_cast<uintptr_t>(source->data());
+    auto at = reinterpret_cast<uintptr_t>(view.data());
+    if (at >= begin && at - begin <= source->size() && view.size() <= source->size() - (at - begin)) {
+      return source->SliceOf(view);
+    }
+  }
+  return Bytes(view);
+}
 
 const char* ClientRequestKindName(const ClientRequestValue& request) {
   static constexpr const char* kNames[] = {"connect", "register", "keepAlive", "unregister",
@@ -119,7 +136,7 @@ void ToWire(const ClientRequestValue& request, wire::ClientRequest::Builder out)
       request.body);
 }
 
-absl::StatusOr<ClientRequestValue> FromWire(wire::ClientRequest::Reader in) {
+absl::StatusOr<ClientRequestValue> FromWire(wire::ClientRequest::Reader in, const Bytes* source) {
   ClientRequestValue r;
   r.request_id = in.getRequestId();
   switch (in.which()) {
@@ -141,7 +158,8 @@ absl::StatusOr<ClientRequestValue> FromWire(wire::ClientRequest::Reader in) {
       return r;
     case wire::ClientRequest::COMMAND: {
       auto i = in.getCommand();
-      r.body = CommandRequest{i.getSession(), i.getSequence(), FromData(i.getOperation()), i.getAckedSequence()};
+      r.body = CommandRequest{i.getSession(), i.getSequence(), BytesFromData(i.getOperation(), source),
+                              i.getAckedSequence()};
       return r;
     }
     case wire::ClientRequest::QUERY: {
@@ -200,7 +218,7 @@ void ToWire(const ClientResponseValue& response, wire::ClientResponse::Builder o
       response.body);
 }
 
-absl::StatusOr<ClientResponseValue> FromWire(wire::ClientResponse::Reader in) {
+absl::StatusOr<ClientResponseValue> FromWire(wire::ClientResponse::Reader in, const Bytes* source) {
   ClientResponseValue r;
   r.request_id = in.getRequestId();
   if (auto read = StatusFromWire(in.getStatus(), &r.status); !read.ok()) {
@@ -226,10 +244,10 @@ absl::StatusOr<ClientResponseValue> FromWire(wire::ClientResponse::Reader in) {
       return r;
     }
     case wire::ClientResponse::COMMAND:
-      r.body = OperationResultFromWire<CommandResult>(in.getCommand());
+      r.body = OperationResultFromWire<CommandResult>(in.getCommand(), source);
       return r;
     case wire::ClientResponse::QUERY:
-      r.body = OperationResultFromWire<QueryResult>(in.getQuery());
+      r.body = OperationResultFromWire<QueryResult>(in.getQuery(), source);
       return r;
   }
   return absl::UnimplementedError(absl::StrCat("response to request ", r.request_id, " is of unknown kind ",

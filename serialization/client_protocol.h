@@ -79,7 +79,9 @@ struct UnregisterRequest {
 struct CommandRequest {
   uint64_t session = 0;
   uint64_t sequence = 0;
-  std::string operation;  // Operation message bytes (framework/include/caracal/codec.h)
+  // Operation message bytes (framework/include/caracal/codec.h). Decoded from
+  // a frame held as Bytes, a slice of that frame (no copy).
+  Bytes operation;
   uint64_t acked_sequence = 0;  // every response up to here was received (lets the servers drop them)
   friend bool operator==(const CommandRequest&, const CommandRequest&) = default;
 };
@@ -124,7 +126,7 @@ struct RegisterResult {
 struct CommandResult {
   Index index = 0;        // the command's index
   Index event_index = 0;  // the session's last event batch index at or before `index`
-  std::string result;     // the encoded result (codec::EncodeResult)
+  Bytes result;           // the encoded result (codec::EncodeResult)
   friend bool operator==(const CommandResult&, const CommandResult&) = default;
 };
 
@@ -132,7 +134,7 @@ struct CommandResult {
 struct QueryResult {
   Index index = 0;  // the index the query read at
   Index event_index = 0;
-  std::string result;
+  Bytes result;  // the encoded result (codec::EncodeResult)
   friend bool operator==(const QueryResult&, const QueryResult&) = default;
 };
 
@@ -177,9 +179,16 @@ void AppendPublishEventsFrame(const PublishEventsValue& events, std::string* out
 // Readers for DecodeFrame (codec.h) and for callers composing bigger
 // messages. They may throw kj::Exception on hostile bytes: call them inside
 // a guard that turns it into a Status, as DecodeFrame does.
-absl::StatusOr<ClientRequestValue> FromWire(wire::ClientRequest::Reader in);
-absl::StatusOr<ClientResponseValue> FromWire(wire::ClientResponse::Reader in);
+//
+// `source`, if given, is the message `in` was read from, held as Bytes (a
+// frame body): Data fields lying inside it (command operations, results)
+// come out as slices of it instead of copies.
+absl::StatusOr<ClientRequestValue> FromWire(wire::ClientRequest::Reader in, const Bytes* source = nullptr);
+absl::StatusOr<ClientResponseValue> FromWire(wire::ClientResponse::Reader in, const Bytes* source = nullptr);
 absl::StatusOr<PublishEventsValue> FromWire(wire::PublishEvents::Reader in);
+// `data` as Bytes: a slice of `source` when it lies inside it, else a copy.
+Bytes BytesFromData(capnp::Data::Reader data, const Bytes* source);
+
 void ToWire(const ClientRequestValue& request, wire::ClientRequest::Builder out);
 void ToWire(const ClientResponseValue& response, wire::ClientResponse::Builder out);
 void ToWire(const PublishEventsValue& events, wire::PublishEvents::Builder out);

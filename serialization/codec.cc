@@ -13,10 +13,6 @@ kj::ArrayPtr<const kj::byte> AsBytes(const Bytes& b) {
   return kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(b.data()), b.size());
 }
 
-Bytes FromData(capnp::Data::Reader data) {
-  return Bytes(std::string_view(reinterpret_cast<const char*>(data.begin()), data.size()));
-}
-
 void HoleToWire(const HoleRun& h, wire::HoleRun::Builder out) {
   out.setFirst(h.first);
   out.setLast(h.last);
@@ -35,10 +31,10 @@ void EntriesToWire(const std::vector<Entry>& entries, capnp::List<wire::Entry>::
   for (size_t i = 0; i < entries.size(); ++i) ToWire(entries[i], out[i]);
 }
 
-absl::Status EntriesFromWire(capnp::List<wire::Entry>::Reader in, std::vector<Entry>* out) {
+absl::Status EntriesFromWire(capnp::List<wire::Entry>::Reader in, std::vector<Entry>* out, const Bytes* source) {
   out->reserve(in.size());
   for (auto e : in) {
-    auto entry = FromWire(e);
+    auto entry = FromWire(e, source);
     if (!entry.ok()) return entry.status();
     out->push_back(*std::move(entry));
   }
@@ -55,7 +51,7 @@ void ToWire(const Entry& entry, wire::Entry::Builder out) {
   out.setPayload(AsBytes(entry.payload));
 }
 
-absl::StatusOr<Entry> FromWire(wire::Entry::Reader in) {
+absl::StatusOr<Entry> FromWire(wire::Entry::Reader in, const Bytes* source) {
   Entry e;
   e.index = in.getIndex();
   e.term = in.getTerm();
@@ -66,7 +62,7 @@ absl::StatusOr<Entry> FromWire(wire::Entry::Reader in) {
     return absl::DataLossError(absl::StrCat("invalid entry: index ", e.index, " term ", e.term));
   }
   e.type = static_cast<EntryType>(type);
-  e.payload = FromData(in.getPayload());
+  e.payload = BytesFromData(in.getPayload(), source);
   return e;
 }
 
@@ -236,7 +232,7 @@ void AppendHelloFrame(const HelloValue& hello, std::string* out) {
 
 namespace {
 
-absl::StatusOr<raft::Message> DecodeRaft(wire::RaftMessage::Reader r) {
+absl::StatusOr<raft::Message> DecodeRaft(wire::RaftMessage::Reader r, const Bytes* source) {
   raft::Message m;
   m.from = r.getFrom();
   m.to = r.getTo();
@@ -258,7 +254,8 @@ absl::StatusOr<raft::Message> DecodeRaft(wire::RaftMessage::Reader r) {
       a.term = i.getTerm();
       a.prev_log_index = i.getPrevLogIndex();
       a.prev_log_term = i.getPrevLogTerm();
-      if (auto s = EntriesFromWire(i.getEntries(), &a.entries); !s.ok()) return s;
+      if (auto s = EntriesFromWire(i.getEntries(), &a.entries, source); !s.ok()) return s;
+      a.holes.reserve(i.getHoles().size());
       for (auto h : i.getHoles()) {
         auto hole = HoleFromWire(h);
         if (!hole.ok()) return hole.status();
@@ -285,9 +282,7 @@ absl::StatusOr<raft::Message> DecodeRaft(wire::RaftMessage::Reader r) {
   return m;
 }
 
-}  // namespace
-
-absl::StatusOr<FrameValue> DecodeFrame(std::string_view body) {
+absl::StatusOr<FrameValue> DecodeFrameFrom(std::string_view body, const Bytes* source) {
   return ReadMessage<wire::Frame, FrameValue>(body, "frame", [&](wire::Frame::Reader frame) -> absl::StatusOr<FrameValue> {
     if (frame.getVersion() != wire::FORMAT_VERSION) {
       return absl::FailedPreconditionError(
@@ -300,17 +295,17 @@ absl::StatusOr<FrameValue> DecodeFrame(std::string_view body) {
         return FrameValue(HelloValue{h.getNodeId(), std::string(h.getClusterId().cStr())});
       }
       case wire::Frame::RAFT: {
-        auto m = DecodeRaft(frame.getRaft());
+        auto m = DecodeRaft(frame.getRaft(), source);
         if (!m.ok()) return m.status();
         return FrameValue(*std::move(m));
       }
       case wire::Frame::CLIENT_REQUEST: {
-        auto r = FromWire(frame.getClientRequest());
+        auto r = FromWire(frame.getClientRequest(), source);
         if (!r.ok()) return r.status();
         return FrameValue(*std::move(r));
       }
       case wire::Frame::CLIENT_RESPONSE: {
-        auto r = FromWire(frame.getClientResponse());
+        auto r = FromWire(frame.getClientResponse(), source);
         if (!r.ok()) return r.status();
         return FrameValue(*std::move(r));
       }
@@ -324,5 +319,11 @@ absl::StatusOr<FrameValue> DecodeFrame(std::string_view body) {
     }
   });
 }
+
+}  // namespace
+
+absl::StatusOr<FrameValue> DecodeFrame(std::string_view body) { return DecodeFrameFrom(body, nullptr); }
+
+absl::StatusOr<FrameValue> DecodeFrame(const Bytes& body) { return DecodeFrameFrom(body.view(), &body); }
 
 }  // namespace caracal::serialization

@@ -68,11 +68,19 @@ void AppendHelloFrame(const HelloValue& hello, std::string* out);
 // A decoded frame body. Client messages: serialization/client_protocol.h.
 using FrameValue =
     std::variant<HelloValue, raft::Message, ClientRequestValue, ClientResponseValue, PublishEventsValue>;
+// Copies every payload, operation and result out of `body`.
 absl::StatusOr<FrameValue> DecodeFrame(std::string_view body);
+// Zero-copy: entry payloads, command operations and results come out as
+// slices of `body` (which stay valid however long they are kept). An 8-byte
+// aligned body (as FrameSplitter hands out) is read in place, so the slices
+// are aligned where their Cap'n Proto data is word-aligned; an unaligned one
+// is read from a copy and its fields are copied too.
+absl::StatusOr<FrameValue> DecodeFrame(const Bytes& body);
 
 // Fills/reads Cap'n Proto builders directly (for callers composing bigger messages).
 void ToWire(const Entry& entry, wire::Entry::Builder out);
-absl::StatusOr<Entry> FromWire(wire::Entry::Reader in);
+// `source`: as for the client messages' FromWire (client_protocol.h).
+absl::StatusOr<Entry> FromWire(wire::Entry::Reader in, const Bytes* source = nullptr);
 
 }  // namespace caracal::serialization
 

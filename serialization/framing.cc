@@ -1,5 +1,8 @@
 #include "serialization/framing.h"
 
+#include <algorithm>
+#include <atomic>
+#include <cassert>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -119,31 +122,115 @@ absl::Status MessageReader::Parse(std::string_view bytes) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> FrameSplitter::Next() {
-  if (!error_.ok()) return error_;
-  if (buffered() < kFrameHeaderBytes) return absl::UnavailableError("need more bytes");
-  const char* h = buffer_.data() + consumed_;
+namespace {
+
+// Below this much room at a chunk's end, a read whose frame size is not known
+// yet starts a new chunk rather than reading a sliver.
+constexpr size_t kMinReadBytes = 4096;
+
+// "Need more bytes", made once: copying a Status with a message only counts a
+// reference, so reporting it costs no allocation.
+const absl::Status& NeedMoreBytes() {
+  static const absl::Status* const status = new absl::Status(absl::UnavailableError("need more bytes"));
+  return *status;
+}
+
+size_t RoundUp8(size_t n) { return (n + 7) & ~size_t{7}; }
+
+// True if `chunk` is referenced by nobody else: no body cut from it is alive
+// (on any thread), so its bytes may be written again. The fence orders our
+// coming writes after the other threads' reads that ended with their release.
+bool Unshared(const std::shared_ptr<uint64_t[]>& chunk) {
+  if (chunk.use_count() != 1) return false;
+  std::atomic_thread_fence(std::memory_order_acquire);
+  return true;
+}
+
+}  // namespace
+
+FrameSplitter::FrameSplitter(size_t chunk_bytes)
+    : chunk_bytes_(std::max<size_t>(RoundUp8(chunk_bytes), 2 * kFrameHeaderBytes)) {}
+
+void FrameSplitter::Feed(std::string_view bytes) {
+  while (!bytes.empty()) {
+    Space space = WritableSpace();
+    size_t n = std::min(space.size, bytes.size());
+    std::memcpy(space.data, bytes.data(), n);
+    Commit(n);
+    bytes.remove_prefix(n);
+  }
+}
+
+size_t FrameSplitter::FrameSize() {
+  if (!error_.ok() || buffered() < kFrameHeaderBytes) return 0;
+  const char* h = reinterpret_cast<const char*>(chunk_.get()) + begin_;
   uint32_t length = GetU32(h);
   uint32_t magic = GetU32(h + 4);
   if (magic != kFrameMagic) {
     error_ = absl::DataLossError(absl::StrCat("bad frame magic 0x", absl::Hex(magic), ": peer is not speaking Caracal"));
-    return error_;
+    return 0;
   }
   if (length == 0 || length % 8 != 0 || length > kMaxFrameBytes) {
     error_ = absl::DataLossError(absl::StrCat("bad frame length ", length));
-    return error_;
+    return 0;
   }
-  if (buffered() < kFrameHeaderBytes + length) return absl::UnavailableError("need more bytes");
-  std::string body(h + kFrameHeaderBytes, length);
-  consumed_ += kFrameHeaderBytes + length;
-  if (consumed_ == buffer_.size()) {
-    buffer_.clear();
-    consumed_ = 0;
-  } else if (consumed_ > (1u << 20) && consumed_ > buffer_.size() / 2) {
-    buffer_.erase(0, consumed_);
-    consumed_ = 0;
+  return kFrameHeaderBytes + length;
+}
+
+void FrameSplitter::Relocate(size_t capacity) {
+  capacity = RoundUp8(capacity);
+  const size_t n = buffered();
+  char* base = reinterpret_cast<char*>(chunk_.get());
+  // Reuse this chunk only if no body cut from it is still alive, it is big
+  // enough, and it is not a big frame's chunk that would stay pinned.
+  const bool reuse = chunk_ != nullptr && capacity_ >= capacity && Unshared(chunk_) &&
+                     (capacity_ <= chunk_bytes_ || capacity > chunk_bytes_);
+  if (reuse) {
+    if (n > 0 && begin_ > 0) std::memmove(base, base + begin_, n);
+  } else {
+    auto fresh = std::make_shared_for_overwrite<uint64_t[]>(capacity / 8);
+    if (n > 0) std::memcpy(fresh.get(), base + begin_, n);
+    chunk_ = std::move(fresh);
+    capacity_ = capacity;
   }
-  return body;
+  begin_ = 0;
+  end_ = n;
+}
+
+FrameSplitter::Space FrameSplitter::WritableSpace() {
+  size_t frame = FrameSize();
+  if (!error_.ok()) end_ = begin_;  // the stream is dead: keep no more of it
+  if (chunk_ != nullptr && begin_ == end_ && capacity_ <= chunk_bytes_ && Unshared(chunk_)) {
+    begin_ = end_ = 0;  // empty and ours alone: start over at the front
+  }
+  const size_t room = capacity_ - end_;
+  const size_t min_read = std::min(kMinReadBytes, chunk_bytes_ / 2);
+  // A new place when there is none, no room at all, the frame being
+  // assembled does not fit where it starts, or (its size unknown yet) too
+  // little room is left to be worth a read.
+  if (chunk_ == nullptr || room == 0 || (frame > 0 ? capacity_ - begin_ < frame : room < min_read)) {
+    // Whole frames left buffered (a caller feeding without taking them out)
+    // get twice the room, so that feeding on does not copy them again and again.
+    const size_t grow = frame > 0 && buffered() >= frame ? 2 * buffered() : 0;
+    Relocate(std::max({chunk_bytes_, frame, buffered() + min_read, grow}));
+  }
+  assert(capacity_ > end_);
+  return Space{reinterpret_cast<char*>(chunk_.get()) + end_, capacity_ - end_};
+}
+
+void FrameSplitter::Commit(size_t bytes) {
+  assert(bytes <= capacity_ - end_);
+  end_ += bytes;
+}
+
+absl::StatusOr<Bytes> FrameSplitter::Next() {
+  size_t frame = FrameSize();
+  if (!error_.ok()) return error_;
+  if (frame == 0 || buffered() < frame) return NeedMoreBytes();
+  const char* body = reinterpret_cast<const char*>(chunk_.get()) + begin_ + kFrameHeaderBytes;
+  Bytes out(chunk_, std::string_view(body, frame - kFrameHeaderBytes));
+  begin_ += frame;
+  return out;
 }
 
 }  // namespace caracal::serialization

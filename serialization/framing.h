@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "capnp/message.h"
 #include "capnp/serialize.h"
+#include "framework/common/bytes.h"
 #include "kj/exception.h"
 
 namespace caracal::serialization {
@@ -113,20 +114,61 @@ absl::StatusOr<T> ReadMessage(std::string_view bytes, std::string_view what, Fn&
   }
 }
 
-// Splits a byte stream into frames. Feed it what the socket delivered; take
-// whole frame bodies out. A malformed header is a sticky error: the
-// connection is to be closed.
+// Splits a byte stream into frames. Feed it what the socket delivered (or,
+// without a copy, let the socket read straight into WritableSpace() and
+// Commit what it wrote); take whole frame bodies out. A malformed header is a
+// sticky error: the connection is to be closed.
+//
+// Buffering: bytes land in shared chunks (kDefaultChunkBytes, or as big as the
+// frame being assembled when that is larger), and Next() hands out each body
+// as a Bytes slice of its chunk: no allocation or copy per frame. A chunk
+// lives as long as any body cut from it. Every frame starts at an 8-aligned
+// offset of its chunk (frames are whole words long and a chunk starts
+// aligned), so every body is 8-byte aligned and Cap'n Proto reads it, and the
+// Data fields inside it, in place. When a chunk is full, the partial frame at
+// its end moves to the front of that chunk if nothing else holds it, else to
+// a fresh chunk. A header announcing more than kMaxFrameBytes is rejected
+// before anything is allocated for it.
+//
+// Invariants: begin_ <= end_ <= capacity_; begin_ % 8 == 0; the bytes in
+// [begin_, end_) of chunk_ are the unconsumed stream; bodies handed out lie
+// in [0, begin_) of some chunk and are never written again.
 class FrameSplitter {
  public:
-  void Feed(std::string_view bytes) { buffer_.append(bytes); }
+  static constexpr size_t kDefaultChunkBytes = 256u << 10;
+
+  explicit FrameSplitter(size_t chunk_bytes = kDefaultChunkBytes);
+
+  // Copies `bytes` in.
+  void Feed(std::string_view bytes);
+  // Room for the next read: at least one byte, at the end of the buffered
+  // stream. Valid until the next call of a non-const member.
+  struct Space {
+    char* data;
+    size_t size;
+  };
+  Space WritableSpace();
+  // `bytes` (<= WritableSpace().size) were written at WritableSpace().data.
+  void Commit(size_t bytes);
+
   // Next frame body if a whole one is buffered, an empty optional-like status
   // kUnavailable if more bytes are needed, or kDataLoss on a malformed header.
-  absl::StatusOr<std::string> Next();
-  size_t buffered() const { return buffer_.size() - consumed_; }
+  absl::StatusOr<Bytes> Next();
+  size_t buffered() const { return end_ - begin_; }
 
  private:
-  std::string buffer_;
-  size_t consumed_ = 0;
+  // Checks the header at begin_ (when 8 bytes are buffered): sets error_ if
+  // it is malformed. Returns the whole frame's size, or 0 if unknown.
+  size_t FrameSize();
+  // Moves the unconsumed bytes to the front of a chunk of at least `capacity`
+  // bytes: this one if nobody else holds it and it is big enough, else a new one.
+  void Relocate(size_t capacity);
+
+  const size_t chunk_bytes_;
+  std::shared_ptr<uint64_t[]> chunk_;
+  size_t capacity_ = 0;
+  size_t begin_ = 0;
+  size_t end_ = 0;
   absl::Status error_;
 };
 

@@ -25,16 +25,19 @@ class ScratchMessage {
  public:
   static constexpr size_t kScratchWords = 2048;
 
-  // `payload_bytes`: about how much data the message will carry; sizes the
-  // first heap segment when the scratch is busy.
+  // `payload_bytes`: about how much data the message will carry (an upper
+  // bound is best); sizes the first heap segment when the scratch is busy or
+  // too small, so that a big message (an AppendEntries of many entries) costs
+  // one allocation rather than a chain of growing segments.
   explicit ScratchMessage(size_t payload_bytes = 0) {
+    const size_t words = payload_bytes / sizeof(capnp::word) + 32;
     Scratch& s = ThreadScratch();
-    if (!s.in_use) {
+    if (!s.in_use && words <= kScratchWords) {
       s.in_use = true;
       scratch_ = &s;
       builder_.emplace(kj::arrayPtr(s.words.data(), s.words.size()), capnp::AllocationStrategy::GROW_HEURISTICALLY);
     } else {
-      builder_.emplace(static_cast<unsigned>(payload_bytes / sizeof(capnp::word) + 32));
+      builder_.emplace(static_cast<unsigned>(words));
     }
   }
   ~ScratchMessage() {

@@ -152,7 +152,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     boost::asio::post(io_, [this, operation = std::move(operation), done = std::move(done)]() mutable {
       if (closed_) return done(absl::CancelledError("the client is closed"));
       uint64_t seq = next_sequence_++;
-      commands_[seq] = PendingCommand{std::move(operation), std::move(done)};
+      commands_[seq] = PendingCommand{Bytes(std::move(operation)), std::move(done)};
       if (session_ != 0 && conn_ready_) SendCommand(seq);
     });
   }
@@ -204,7 +204,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
 
  private:
   struct PendingCommand {
-    std::string operation;
+    Bytes operation;  // shared by every (re)send
     ResultCallback done;
   };
   struct ReadyResponse {
@@ -534,7 +534,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       if (!r.status.ok()) {
         ready.result = r.status;
       } else if (const auto* result = std::get_if<CommandResult>(&r.body)) {
-        ready.result = result->result;
+        ready.result = std::string(result->result.view());
         ready.index = result->index;
         ready.event_index = result->event_index;
         NoteIndex(result->index);
@@ -574,7 +574,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     const auto* result = std::get_if<QueryResult>(&r.body);
     if (result == nullptr) return done(absl::InternalError("a query response without a result"));
     NoteIndex(result->index);
-    done(result->result);
+    done(std::string(result->result.view()));
   }
 
   // ---- the read connection (kAny, kFollowers): SEQUENTIAL queries ----

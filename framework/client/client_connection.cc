@@ -94,7 +94,7 @@ class ClientConnectionCore : public std::enable_shared_from_this<ClientConnectio
   void Read();
   void OnRead(error_code ec, size_t bytes);
   // False if the connection ended while handling it.
-  bool HandleFrame(const std::string& body);
+  bool HandleFrame(const Bytes& body);
   // An established connection ended: tells the closed handler.
   void Lost(absl::Status reason);
   // Closes the socket and releases queue and handlers; state becomes kClosed.
@@ -280,7 +280,7 @@ void ClientConnectionCore::OnRead(error_code ec, size_t bytes) {
   if (state_ == State::kConnected) Read();
 }
 
-bool ClientConnectionCore::HandleFrame(const std::string& body) {
+bool ClientConnectionCore::HandleFrame(const Bytes& body) {
   auto frame = serialization::DecodeFrame(body);
   if (!frame.ok()) {
     Lost(Prefixed(absl::StrCat("malformed frame from ", address_, ": "), frame.status()));

@@ -104,6 +104,9 @@ void Raft::CollectForAppend(Index from, AppendEntries* out) const {
     if (i <= stable_last_) return;  // the size limit stopped us inside the stable part
   }
   size_t count = out->entries.size();
+  if (i <= last && count < config_.max_append_entries) {
+    out->entries.reserve(count + std::min<size_t>(last - i + 1, config_.max_append_entries - count));
+  }
   while (i <= last && count < config_.max_append_entries && (bytes < config_.max_append_bytes || count == 0)) {
     const Item& item = unstable_[i - unstable_.front().entry.index];
     if (item.hole) {
@@ -121,7 +124,7 @@ void Raft::CollectForAppend(Index from, AppendEntries* out) const {
   }
 }
 
-void Raft::AppendItems(std::vector<Item> items) {
+void Raft::AppendItems(std::span<Item> items) {
   assert(!items.empty());
   Index first = items.front().entry.index;
   assert(first >= 1 && first <= LastIndex() + 1);
@@ -134,6 +137,7 @@ void Raft::AppendItems(std::vector<Item> items) {
   // Merge into the write the driver has not taken yet, or start a new one.
   if (!pending_write_ || first < pending_write_->first) {
     pending_write_ = LogWrite{0, first, {}, {}};
+    pending_write_->entries.reserve(std::max(items.size(), write_entries_hint_));
   } else {
     auto& w = *pending_write_;
     while (!w.entries.empty() && w.entries.back().index >= first) w.entries.pop_back();
@@ -168,7 +172,7 @@ void Raft::OnPersisted(uint64_t write_id) {
   }
   if (!durable_last) return;  // an old acknowledgement
   Index index = *durable_last;
-  for (const auto& w : writes_in_flight_) index = std::min(index, w.first - 1);
+  for (size_t k = 0; k < writes_in_flight_.size(); ++k) index = std::min(index, writes_in_flight_[k].first - 1);
   if (pending_write_) index = std::min(index, pending_write_->first - 1);
   index = std::min(index, LastIndex());
   if (index <= stable_last_) return;
@@ -292,9 +296,7 @@ absl::StatusOr<Index> Raft::Propose(EntryType type, Bytes payload) {
   Item item;
   item.entry = Entry{LastIndex() + 1, term_, std::max(last_timestamp_, wall_), type, std::move(payload)};
   Index index = item.entry.index;
-  std::vector<Item> items;
-  items.push_back(std::move(item));
-  AppendItems(std::move(items));
+  AppendItems(std::span<Item>(&item, 1));
   return index;
 }
 
@@ -446,8 +448,7 @@ void Raft::HandleAppendEntries(NodeId from, const AppendEntries& m) {
       assert(false && "overwrite of a committed entry");
       return;
     }
-    items.erase(items.begin(), items.begin() + first_new);
-    AppendItems(std::move(items));
+    AppendItems(std::span<Item>(items).subspan(first_new));
   }
   commit_ = std::max(commit_, std::min(m.commit_index, last_new));
 
@@ -756,6 +757,8 @@ Ready Raft::TakeReady() {
     hard_state_dirty_ = false;
   }
   if (pending_write_) {
+    write_entries_hint_ = std::min(std::max(write_entries_hint_, pending_write_->entries.size()),
+                                   config_.max_append_entries);
     pending_write_->id = next_write_id_++;
     writes_in_flight_.push_back(WriteInFlight{pending_write_->id, pending_write_->first, pending_write_->last()});
   }

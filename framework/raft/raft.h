@@ -34,11 +34,13 @@
 #include <map>
 #include <optional>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "framework/common/ring_buffer.h"
 #include "framework/common/types.h"
 #include "framework/raft/log_reader.h"
 #include "framework/raft/message.h"
@@ -175,7 +177,7 @@ class Raft {
     Index next = 1;
     Progress progress = Progress::kProbe;
     bool probe_sent = false;            // probe: one message in flight
-    std::deque<Index> inflight;         // replicate: last index of each message in flight
+    RingBuffer<Index> inflight;         // replicate: last index of each message in flight
     bool recent_active = false;         // heard from it since the last check-quorum
     Micros last_progress = 0;           // when match last advanced or the probe was answered
     uint64_t acked_round = 0;
@@ -189,7 +191,8 @@ class Raft {
   // Items in [from, ...] up to the size limits, for an AppendEntries.
   void CollectForAppend(Index from, AppendEntries* out) const;
   // Writes `items` starting at items.front().index, dropping what follows.
-  void AppendItems(std::vector<Item> items);
+  // Moves from `items`.
+  void AppendItems(std::span<Item> items);
 
   // ---- roles ----
   void BecomeFollower(Term term, NodeId leader);
@@ -240,14 +243,20 @@ class Raft {
   NodeId leader_ = 0;
 
   Index stable_last_ = 0;
-  std::deque<Item> unstable_;   // indexes stable_last_+1 ...
+  // Indexes stable_last_+1 ... (a ring, not a deque: entries stream through
+  // it, and a deque allocates a block every few of them).
+  RingBuffer<Item> unstable_;
   std::optional<LogWrite> pending_write_;
   struct WriteInFlight {
     uint64_t id;
     Index first;
     Index last;
   };
-  std::deque<WriteInFlight> writes_in_flight_;  // handed to the driver, not yet durable
+  RingBuffer<WriteInFlight> writes_in_flight_;  // handed to the driver, not yet durable
+  // Entries in the largest write handed out lately (capped at
+  // max_append_entries): a new write reserves room for that many, so
+  // proposals one at a time do not regrow its vector as it fills.
+  size_t write_entries_hint_ = 0;
   uint64_t next_write_id_ = 1;
   mutable absl::Status error_;  // set by const readers too (CollectForAppend)
   Index commit_ = 0;

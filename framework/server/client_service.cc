@@ -131,7 +131,7 @@ void ClientService::OnRoutedOutcome(RoutedOutcome& routed) {
   Outcome& o = routed.outcome;
   if (!o.result.ok()) return Respond(routed.route.connection, routed.route.request_id, o.result.status());
   Respond(routed.route.connection, routed.route.request_id, absl::OkStatus(),
-          CommandResult{o.index, o.event_index, std::string(o.result->view())});
+          CommandResult{o.index, o.event_index, *std::move(o.result)});
 }
 
 void ClientService::FlushSoon() {
@@ -186,7 +186,7 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
         } else if constexpr (std::is_same_v<T, QueryRequest>) {
           auto answer = OnIo([this, c, id](Outcome o) {
             if (!o.result.ok()) return Respond(c, id, o.result.status());
-            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, std::string(o.result->view())});
+            Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, *std::move(o.result)});
           });
           if (body.consistency == serialization::Consistency::kSequential) {
             apply_->QueryOutcome(body.session, std::move(body.operation), body.index, std::move(answer));

@@ -585,23 +585,30 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
   if (absl::Status s = ValidateAppend(entries, holes); !s.ok()) return s;
   if (entries.empty() && holes.empty()) return absl::OkStatus();
 
-  // What this call adds to one segment (the current tail or a new one).
-  struct Batch {
-    Segment* seg = nullptr;
-    std::unique_ptr<Segment> created;  // set when the segment is new
-    uint64_t start = 0;                // file size before this call
-    std::string buffer;
-    std::vector<RecordMeta> records;
-    std::vector<Term> terms;  // of each record
+  using Batch = AppendBatch;
+  std::vector<Batch>& scratch = append_batches_;
+  size_t used = 0;  // scratch[0, used) are this call's batches
+  // Forgets this call's batches, keeping their buffers' capacity (but not a
+  // burst's worth of it).
+  auto release = [&] {
+    for (size_t k = 0; k < used; ++k) {
+      Batch& b = scratch[k];
+      b.seg = nullptr;
+      b.created.reset();
+      b.buffer.clear();
+      b.records.clear();
+      b.terms.clear();
+      if (b.buffer.capacity() > (8u << 20)) std::string().swap(b.buffer);
+    }
   };
-  std::vector<Batch> batches;
   auto start_batch = [&](Index first) -> absl::Status {
-    Batch b;
+    if (used == scratch.size()) scratch.emplace_back();
+    Batch& b = scratch[used];
     Segment* tail = segments_.empty() ? nullptr : segments_.back().get();
-    if (batches.empty() && tail != nullptr && tail->open && tail->Bytes() < options_.segment_bytes) {
+    if (used == 0 && tail != nullptr && tail->open && tail->Bytes() < options_.segment_bytes) {
       b.seg = tail;
     } else {
-      if (batches.empty() && tail != nullptr && tail->open) {
+      if (used == 0 && tail != nullptr && tail->open) {
         // The full tail gives its preallocated space back before it can be sealed.
         if (absl::Status s = tail->file->Truncate(tail->Bytes()); !s.ok()) return s;
         tail->dirty = true;
@@ -612,15 +619,15 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
       b.seg = b.created.get();
     }
     b.start = b.seg->Bytes();
-    batches.push_back(std::move(b));
+    ++used;
     return absl::OkStatus();
   };
   auto add = [&](Index first, Index last, Term term, bool hole, auto&& encode) -> absl::Status {
-    if (batches.empty() || (batches.back().start + batches.back().buffer.size() >= options_.segment_bytes &&
-                            (!batches.back().records.empty() || !batches.back().seg->records.empty()))) {
+    if (used == 0 || (scratch[used - 1].start + scratch[used - 1].buffer.size() >= options_.segment_bytes &&
+                      (!scratch[used - 1].records.empty() || !scratch[used - 1].seg->records.empty()))) {
       if (absl::Status s = start_batch(first); !s.ok()) return s;
     }
-    Batch& b = batches.back();
+    Batch& b = scratch[used - 1];
     size_t before = b.buffer.size();
     encode(&b.buffer);
     b.records.push_back({first, last, b.start + before, static_cast<uint32_t>(b.buffer.size() - before), hole});
@@ -641,6 +648,7 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
       next = h.last + 1;
     }
   }
+  absl::Span<Batch> batches(scratch.data(), used);
   // Write outside the readers' lock: nobody reads these bytes before they are published.
   for (size_t k = 0; status.ok() && k < batches.size(); ++k) {
     status = batches[k].seg->file->Append(batches[k].buffer);
@@ -660,6 +668,7 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
                                                                  status.message(), ") and a failed undo (",
                                                                  undo.message(), ")"));
     }
+    release();
     return status;
   }
 
@@ -681,6 +690,8 @@ absl::Status Log::Append(absl::Span<const Entry> entries, absl::Span<const HoleR
   last_index_ = next - 1;
   CacheAppend(entries, !holes.empty());
   CheckInvariants();
+  lock.unlock();
+  release();
   return absl::OkStatus();
 }
 

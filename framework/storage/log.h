@@ -141,6 +141,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "framework/common/ring_buffer.h"
 #include "framework/common/types.h"
 #include "framework/storage/segment.h"
 
@@ -280,6 +281,20 @@ class Log {
   const bool disk_;
 
   std::mutex write_mu_;  // serializes writers
+
+  // What one Append call adds to one segment (the current tail or a new
+  // one). Append keeps them in append_batches_ from call to call, so their
+  // buffers keep their capacity: appending allocates nothing per entry and,
+  // in steady state, nothing per call. Guarded by write_mu_.
+  struct AppendBatch {
+    Segment* seg = nullptr;
+    std::unique_ptr<Segment> created;  // set when the segment is new
+    uint64_t start = 0;                // file size before this call
+    std::string buffer;
+    std::vector<RecordMeta> records;
+    std::vector<Term> terms;  // of each record
+  };
+  std::vector<AppendBatch> append_batches_;
   mutable std::shared_mutex mu_;  // guards everything below against readers
   std::vector<std::unique_ptr<Segment>> segments_;
   PrefixBase base_;
@@ -294,7 +309,8 @@ class Log {
   // indexes ending at last_index_, or empty. Appending a hole run empties it;
   // anything that changes or removes an index must drop it from the cache.
   // Reads in [cache_.front().index, last_index_] are served from it.
-  std::deque<Entry> cache_;
+  // A ring (not a deque, which allocates a block every few entries).
+  RingBuffer<Entry> cache_;
   size_t cache_bytes_ = 0;  // CachedBytes() of every cached entry
   void CacheAppend(absl::Span<const Entry> entries, bool holes);
   void CacheDropFrom(Index from);     // indexes >= from

@@ -53,7 +53,8 @@ void LogWriter::Run() {
 }
 
 void LogWriter::ProcessBatch(std::vector<Item>& batch) {
-  std::vector<absl::Status> results;
+  std::vector<absl::Status>& results = results_;  // keeps its capacity from batch to batch
+  results.clear();
   results.reserve(batch.size());
   for (Item& item : batch) {
     absl::Status s;

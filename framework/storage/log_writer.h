@@ -98,6 +98,8 @@ class LogWriter {
   bool stopping_ = false;
   LogWriterStats stats_;
 
+  std::vector<absl::Status> results_;  // ProcessBatch's, on the writer thread only
+
   std::mutex join_mu_;  // Shutdown may race with the destructor
   std::thread thread_;  // last: starts after everything above exists
 };

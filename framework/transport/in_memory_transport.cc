@@ -34,7 +34,7 @@ struct InMemoryEndpoint {
   // Runs on `io`: the receiving half of round_trip_codec.
   void DeliverFrame(const std::string& frame) {
     Counters::Add(counters.bytes_received, frame.size());
-    serialization::FrameSplitter splitter;
+    serialization::FrameSplitter splitter(frame.size());  // one chunk, exactly the frame
     splitter.Feed(frame);
     auto body = splitter.Next();
     absl::StatusOr<serialization::FrameValue> value = body.ok() ? serialization::DecodeFrame(*body) : body.status();

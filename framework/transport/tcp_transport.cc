@@ -1,6 +1,7 @@
 #include "framework/transport/tcp_transport.h"
 
 #include <algorithm>
+#include <array>
 #include <optional>
 #include <string_view>
 #include <utility>
@@ -248,7 +249,7 @@ class InboundConnection : public std::enable_shared_from_this<InboundConnection>
         socket_(std::move(socket)),
         remote_(Describe(socket_)),
         hello_timer_(core_->io()),
-        buffer_(core_->options().read_buffer_bytes) {}
+        splitter_(core_->options().read_buffer_bytes) {}
 
   void Start();
   // `reason` goes to the client closed handler (client connections only).
@@ -267,7 +268,7 @@ class InboundConnection : public std::enable_shared_from_this<InboundConnection>
 
   void Read();
   void OnRead(error_code ec, size_t bytes);
-  void HandleFrame(const std::string& body);
+  void HandleFrame(const Bytes& body);
   void HandleHello(const serialization::HelloValue& hello);
   void HandleRaft(raft::Message message);
   void StartWrite();
@@ -288,8 +289,7 @@ class InboundConnection : public std::enable_shared_from_this<InboundConnection>
   tcp::socket socket_;
   const std::string remote_;
   asio::steady_timer hello_timer_;
-  std::vector<char> buffer_;  // reused by every read
-  serialization::FrameSplitter splitter_;
+  serialization::FrameSplitter splitter_;  // the socket reads straight into it
   Kind kind_ = Kind::kAwaitingHello;
   NodeId node_ = 0;
   ClientConnectionId client_id_ = 0;
@@ -421,10 +421,13 @@ void OutboundPeer::StartWrite() {
   pending_.clear();
   c.writing_count = pending_count_;
   pending_count_ = 0;
-  std::vector<asio::const_buffer> buffers;
-  if (!c.hello_sent) buffers.push_back(asio::buffer(c.hello));
-  if (!c.writing.empty()) buffers.push_back(asio::buffer(c.writing));
-  if (buffers.empty()) return;
+  // The Hello (once), then the frames; an unused slot stays empty. (An array,
+  // not a vector: no allocation per write.)
+  std::array<asio::const_buffer, 2> buffers;
+  size_t count = 0;
+  if (!c.hello_sent) buffers[count++] = asio::buffer(c.hello);
+  if (!c.writing.empty()) buffers[count++] = asio::buffer(c.writing);
+  if (count == 0) return;
   c.write_in_flight = true;
   asio::async_write(c.socket, buffers, [self = shared_from_this(), conn = conn_](error_code ec, size_t bytes) {
     self->OnWritten(conn, ec, bytes);
@@ -589,9 +592,10 @@ void InboundConnection::OnWritten(error_code ec, size_t bytes) {
 }
 
 void InboundConnection::Read() {
-  socket_.async_read_some(asio::buffer(buffer_), [self = shared_from_this()](error_code ec, size_t bytes) {
-    self->OnRead(ec, bytes);
-  });
+  // The splitter is not touched again until the read completes.
+  serialization::FrameSplitter::Space space = splitter_.WritableSpace();
+  socket_.async_read_some(asio::buffer(space.data, space.size),
+                          [self = shared_from_this()](error_code ec, size_t bytes) { self->OnRead(ec, bytes); });
 }
 
 void InboundConnection::OnRead(error_code ec, size_t bytes) {
@@ -605,7 +609,7 @@ void InboundConnection::OnRead(error_code ec, size_t bytes) {
     return Close(absl::UnavailableError(absl::StrCat("connection failed: ", ec.message())));
   }
   Counters::Add(core_->counters().bytes_received, bytes);
-  splitter_.Feed(std::string_view(buffer_.data(), bytes));
+  splitter_.Commit(bytes);
   while (!closed_) {
     auto body = splitter_.Next();
     if (absl::IsUnavailable(body.status())) break;
@@ -618,7 +622,7 @@ void InboundConnection::OnRead(error_code ec, size_t bytes) {
   if (!closed_) Read();
 }
 
-void InboundConnection::HandleFrame(const std::string& body) {
+void InboundConnection::HandleFrame(const Bytes& body) {
   auto frame = serialization::DecodeFrame(body);
   if (!frame.ok()) {
     Counters::Add(core_->counters().decode_errors);

@@ -78,7 +78,10 @@ struct TcpTransportOptions {
   std::chrono::milliseconds max_backoff{1000};
   size_t max_inbound_connections = 1024;  // peers and clients together
   std::chrono::milliseconds hello_timeout{10000};
-  size_t read_buffer_bytes = 64u << 10;
+  // Inbound bytes are read into chunks of this size (bigger for a bigger
+  // frame); received frames are slices of them, so a chunk lives as long as
+  // anything still holds a frame's entries or operation.
+  size_t read_buffer_bytes = 256u << 10;
   size_t max_client_queue_bytes = 16u << 20;  // per client connection, responses and events queued or being written
 };
 

@@ -204,7 +204,7 @@ TEST(ClientConnectionPoolTest, AFullBufferFailsOneRequestAndClosesNothing) {
     f.a->Connect(cluster.address(leader), f.a_inbox.OnConnect());
     f.b->Connect(cluster.address(leader), f.b_inbox.OnConnect());
     // Connecting: the Hello waits in the buffer, so a large request does not fit.
-    absl::Status s = f.b->Send({1, serialization::CommandRequest{1, 1, std::string(1000, 'x')}});
+    absl::Status s = f.b->Send({1, serialization::CommandRequest{1, 1, Bytes(std::string(1000, 'x'))}});
     EXPECT_TRUE(absl::IsResourceExhausted(s)) << s;
   });
   ASSERT_TRUE(f.a_inbox.WaitFor(f.a_inbox.connects, 1));

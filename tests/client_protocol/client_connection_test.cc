@@ -49,7 +49,7 @@ uint16_t UnusedPort() {
 }
 
 ClientRequestValue Command(uint64_t id, std::string operation = "op") {
-  return {id, serialization::CommandRequest{1, id, std::move(operation)}};
+  return {id, serialization::CommandRequest{1, id, Bytes(std::move(operation))}};
 }
 
 // The answer the test servers give: echoes the request id, and for a command
@@ -59,7 +59,8 @@ ClientResponseValue AnswerTo(const ClientRequestValue& request) {
   response.request_id = request.request_id;
   response.leader = 1;
   if (auto* c = std::get_if<serialization::CommandRequest>(&request.body)) {
-    response.body = serialization::CommandResult{request.request_id, 0, "result-of-" + c->operation};
+    response.body = serialization::CommandResult{request.request_id, 0,
+                                                   Bytes("result-of-" + std::string(c->operation.view()))};
   } else if (std::holds_alternative<serialization::RegisterRequest>(request.body)) {
     response.body = serialization::RegisterResult{request.request_id, 5000};
   } else if (std::holds_alternative<serialization::QueryRequest>(request.body)) {
@@ -448,7 +449,8 @@ TEST_F(ClientConnectionTest, ClientThatNeverReadsIsClosedAtTheQueueBoundWhileRaf
   ASSERT_TRUE(RunUntil(io_, [&] { return requests_.size() == 1; }));
   const ClientConnectionId id = LastClientId();
 
-  ClientResponseValue big{1, absl::OkStatus(), 1, {}, serialization::CommandResult{1, 0, std::string(256u << 10, 'r')}};
+  ClientResponseValue big{1, absl::OkStatus(), 1, {},
+                          serialization::CommandResult{1, 0, Bytes(std::string(256u << 10, 'r'))}};
   absl::Status status;
   int sent = 0;
   for (; sent < 1000 && status.ok(); ++sent) {

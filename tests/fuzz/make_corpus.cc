@@ -128,7 +128,7 @@ void Frames(const fs::path& root) {
   c.Add("request-register", Request(2, s::RegisterRequest{"client-1", 5000}));
   c.Add("request-keep-alive", Request(3, s::KeepAliveRequest{17, 4, 20}));
   c.Add("request-unregister", Request(4, s::UnregisterRequest{17}));
-  c.Add("request-command", Request(5, s::CommandRequest{17, 5, PutOp("key", "value")}));
+  c.Add("request-command", Request(5, s::CommandRequest{17, 5, Bytes(PutOp("key", "value"))}));
   c.Add("request-query", Request(6, s::QueryRequest{17, 5, 30, s::Consistency::kSequential, KeyOp<kv::Get>("key")}));
   c.Add("request-reset-events", Request(7, s::ResetEventsRequest{17, 12}));
 
@@ -142,8 +142,8 @@ void Frames(const fs::path& root) {
   c.Add("response-error", response({8, absl::UnavailableError("not the leader"), 2, members, std::monostate()}));
   c.Add("response-register", response({9, absl::OkStatus(), 1, members, s::RegisterResult{40, 5000}}));
   c.Add("response-command",
-        response({10, absl::OkStatus(), 1, {}, s::CommandResult{41, 39, codec::EncodeResult<kv::Put>("old")}}));
-  c.Add("response-query", response({11, absl::OkStatus(), 1, {}, s::QueryResult{41, 0, codec::ToBytes(true)}}));
+        response({10, absl::OkStatus(), 1, {}, s::CommandResult{41, 39, Bytes(codec::EncodeResult<kv::Put>("old"))}}));
+  c.Add("response-query", response({11, absl::OkStatus(), 1, {}, s::QueryResult{41, 0, Bytes(codec::ToBytes(true))}}));
 
   s::PublishEventsValue events{17, 44, 39, {}};
   events.events.push_back({std::string(kv::kChangedEvent), codec::ToBytes(kv::Changed{"a", "2", 44})});
@@ -153,7 +153,7 @@ void Frames(const fs::path& root) {
   c.Add("publish-events", publish);
 
   c.Add("stream-client", client_hello + Request(2, s::RegisterRequest{"c", 5000}) +
-                             Request(5, s::CommandRequest{17, 1, PutOp("k", "v")}));
+                             Request(5, s::CommandRequest{17, 1, Bytes(PutOp("k", "v"))}));
   c.Add("stream-peer", hello + Raft(append) + Raft(raft::TimeoutNow{8}));
 }
 

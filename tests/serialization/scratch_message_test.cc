@@ -43,9 +43,9 @@ TEST(ScratchMessageTest, ReusedScratchEncodesExactlyLikeAFreshBuilder) {
   }
 }
 
-TEST(ScratchMessageTest, ANestedBuilderAndAnOversizedMessageStillEncode) {
+TEST(ScratchMessageTest, ANestedBuilderAndAnUnderestimatedMessageStillEncode) {
   std::string big(5 * ScratchMessage::kScratchWords * sizeof(capnp::word), 'x');  // past the scratch
-  ScratchMessage outer(big.size());
+  ScratchMessage outer(0);  // announced small: takes the scratch, then grows on the heap
   {
     ScratchMessage inner(16);  // the scratch is busy: heap
     EXPECT_EQ(EncodeCommand(inner.message(), 7, "inner"), Reference(7, "inner"));
@@ -53,6 +53,22 @@ TEST(ScratchMessageTest, ANestedBuilderAndAnOversizedMessageStillEncode) {
   EXPECT_EQ(EncodeCommand(outer.message(), 8, big), Reference(8, big));
   ScratchMessage after(4);  // the outer one still holds the scratch
   EXPECT_EQ(EncodeCommand(after.message(), 9, "after"), Reference(9, "after"));
+}
+
+TEST(ScratchMessageTest, AMessageAnnouncedBiggerThanTheScratchGetsOneSegmentOfItsSize) {
+  std::string big(5 * ScratchMessage::kScratchWords * sizeof(capnp::word), 'y');
+  ScratchMessage oversized(big.size());
+  std::string flat = EncodeCommand(oversized.message(), 10, big);
+  EXPECT_EQ(oversized.message().getSegmentsForOutput().size(), 1u);
+  kj::ArrayPtr<const capnp::word> words(reinterpret_cast<const capnp::word*>(flat.data()),
+                                        flat.size() / sizeof(capnp::word));
+  capnp::FlatArrayMessageReader reader(words);
+  auto root = reader.getRoot<wire::CommandEntry>();
+  EXPECT_EQ(root.getSession(), 10u);
+  auto op = root.getOperation();
+  EXPECT_EQ(std::string(reinterpret_cast<const char*>(op.begin()), op.size()), big);
+  ScratchMessage small(4);  // the scratch was left free
+  EXPECT_EQ(EncodeCommand(small.message(), 11, "small"), Reference(11, "small"));
 }
 
 TEST(ScratchMessageTest, EachThreadHasItsOwnScratch) {
