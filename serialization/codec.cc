@@ -113,27 +113,31 @@ absl::StatusOr<HardState> DecodeHardState(std::string_view bytes) {
   });
 }
 
-std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation,
-                               uint64_t acked_sequence) {
-  ScratchMessage scratch(operation.size());
-  capnp::MessageBuilder& message = scratch.message();
+namespace {
+
+void BuildCommandEntry(capnp::MessageBuilder& message, uint64_t session, uint64_t sequence, std::string_view operation,
+                       uint64_t acked_sequence) {
   auto root = message.initRoot<wire::CommandEntry>();
   root.setSession(session);
   root.setSequence(sequence);
   root.setAckedSequence(acked_sequence);
   root.setOperation(kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(operation.data()), operation.size()));
-  return MessageBytes(message);
+}
+
+}  // namespace
+
+std::string EncodeCommandEntry(uint64_t session, uint64_t sequence, std::string_view operation,
+                               uint64_t acked_sequence) {
+  ScratchMessage scratch(operation.size());
+  BuildCommandEntry(scratch.message(), session, sequence, operation, acked_sequence);
+  return MessageBytes(scratch.message());
 }
 
 Bytes EncodeCommandEntry(BytesArena& arena, uint64_t session, uint64_t sequence, std::string_view operation,
                          uint64_t acked_sequence) {
   ScratchMessage scratch(operation.size());
   capnp::MessageBuilder& message = scratch.message();
-  auto root = message.initRoot<wire::CommandEntry>();
-  root.setSession(session);
-  root.setSequence(sequence);
-  root.setAckedSequence(acked_sequence);
-  root.setOperation(kj::ArrayPtr<const kj::byte>(reinterpret_cast<const kj::byte*>(operation.data()), operation.size()));
+  BuildCommandEntry(message, session, sequence, operation, acked_sequence);
   size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
   BytesArena::Reservation r = arena.Reserve(bytes);
   kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(r.data()), bytes));

@@ -129,7 +129,7 @@ void SetOperationName(std::string_view name, wire::Operation::Builder out) {
 
 // ---- ParsedMessage ----
 
-ParsedMessage::~ParsedMessage() = default;
+ParsedMessage::~ParsedMessage() noexcept = default;
 
 absl::StatusOr<std::unique_ptr<ParsedMessage>> ParsedMessage::Parse(std::string_view bytes, bool own_copy) {
   auto parsed = std::make_unique<ParsedMessage>();

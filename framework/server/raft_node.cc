@@ -8,22 +8,6 @@
 
 namespace caracal::server {
 
-// The core reads the durable log through this.
-class RaftNode::LogAdapter : public raft::LogReader {
- public:
-  explicit LogAdapter(const storage::Log* log) : log_(log) {}
-  Index FirstIndex() const override { return log_->FirstIndex(); }
-  Index LastIndex() const override { return log_->LastIndex(); }
-  std::optional<Term> TermAt(Index index) const override { return log_->TermAt(index); }
-  absl::Status Read(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries,
-                    std::vector<HoleRun>* holes) const override {
-    return log_->Read(from, to, max_bytes, entries, holes);
-  }
-
- private:
-  const storage::Log* log_;
-};
-
 std::pair<int64_t, int64_t> RaftNode::Now() {
   using namespace std::chrono;
   int64_t mono = duration_cast<microseconds>(steady_clock::now().time_since_epoch()).count();

@@ -32,6 +32,7 @@
 #include "boost/asio/steady_timer.hpp"
 #include "framework/common/types.h"
 #include "framework/raft/raft.h"
+#include "framework/server/log_adapter.h"
 #include "framework/storage/log.h"
 #include "framework/storage/log_writer.h"
 #include "framework/storage/metadata.h"
@@ -102,7 +103,6 @@ class RaftNode {
   const storage::Log& log() const { return *log_; }
 
  private:
-  class LogAdapter;
 
   RaftNode(boost::asio::io_context& io, RaftNodeOptions options, transport::Transport* transport);
   void ScheduleTick();

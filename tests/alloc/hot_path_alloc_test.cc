@@ -16,14 +16,15 @@
 #include <variant>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "boost/asio/io_context.hpp"
 #include "framework/common/bytes.h"
 #include "framework/raft/log_reader.h"
 #include "framework/raft/raft.h"
+#include "framework/server/log_adapter.h"
 #include "framework/storage/log.h"
 #include "framework/transport/tcp_transport.h"
 #include "gtest/gtest.h"
-#include "absl/strings/str_cat.h"
-#include "boost/asio/io_context.hpp"
 #include "serialization/client_protocol.h"
 #include "serialization/codec.h"
 #include "serialization/framing.h"
@@ -155,20 +156,7 @@ TEST(HotPathAllocTest, EncodingClientResponsesCostsNothingPerFrame) {
 
 // ------------------------------------------------------------ raft + log
 
-class LogAdapter : public raft::LogReader {
- public:
-  explicit LogAdapter(const storage::Log* log) : log_(log) {}
-  Index FirstIndex() const override { return log_->FirstIndex(); }
-  Index LastIndex() const override { return log_->LastIndex(); }
-  std::optional<Term> TermAt(Index index) const override { return log_->TermAt(index); }
-  absl::Status Read(Index from, Index to, size_t max_bytes, std::vector<Entry>* entries,
-                    std::vector<HoleRun>* holes) const override {
-    return log_->Read(from, to, max_bytes, entries, holes);
-  }
-
- private:
-  const storage::Log* log_;
-};
+using server::LogAdapter;
 
 std::unique_ptr<storage::Log> OpenLog(const testing::TempDir& dir) {
   storage::LogOptions options;

@@ -256,7 +256,7 @@ class ParsedMessage {
  public:
   static absl::StatusOr<std::unique_ptr<ParsedMessage>> Parse(std::string_view bytes, bool own_copy);
   ParsedMessage() = default;
-  ~ParsedMessage();
+  ~ParsedMessage() noexcept;  // Cap'n Proto's reader may declare its own as throwing
   ParsedMessage(const ParsedMessage&) = delete;
   ParsedMessage& operator=(const ParsedMessage&) = delete;
 
