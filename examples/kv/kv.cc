@@ -52,11 +52,11 @@ std::optional<std::string> KvStateMachine::Set(const std::string& key, std::stri
       if (it != map_.end() && it->second.written_at == index) {
         map_.erase(it);
         ++expirations_;
-        Notify(key, std::nullopt, executor_->index());
+        Notify(key, nullptr, executor_->index());
       }
     });
   }
-  Notify(key, v.value, index);
+  Notify(key, &v.value, index);
   return previous;
 }
 
@@ -66,11 +66,11 @@ std::optional<std::string> KvStateMachine::Erase(const std::string& key, Index i
   std::optional<std::string> previous = std::move(it->second.value);
   it->second.expiry.Cancel();
   map_.erase(it);
-  Notify(key, std::nullopt, index);
+  Notify(key, nullptr, index);
   return previous;
 }
 
-void KvStateMachine::Notify(const std::string& key, const std::optional<std::string>& value, Index index) const {
+void KvStateMachine::Notify(const std::string& key, const std::string* value, Index index) const {
   if (by_prefix_.empty()) return;
   // Every prefix of `key` (shortest first, including "" and the key itself)
   // that someone watches; a session watching several of them is told once.
@@ -80,18 +80,20 @@ void KvStateMachine::Notify(const std::string& key, const std::optional<std::str
     if (it != by_prefix_.end()) sessions.insert(it->second.begin(), it->second.end());
   }
   if (sessions.empty()) return;
-  const Changed event{.key = key, .value = value, .index = index};
+  const Changed event{.key = key, .value = value ? std::optional<std::string>(*value) : std::nullopt, .index = index};
   for (uint64_t id : sessions) watchers_.at(id).session.Publish(kChangedEvent, event);
 }
 
 std::optional<std::string> KvStateMachine::OnPut(Commit<Put> commit) {
-  std::string key = commit->key;
-  std::string value = commit->value;
   int64_t ttl = commit->ttl_ms;
   if (ttl < 0 || ttl > kMaxTtlMs) {
     throw OperationError(absl::InvalidArgumentError(
         absl::StrCat("kv.put '", commit->key, "': ttl_ms ", ttl, " is outside [0, ", kMaxTtlMs, "] (0: no expiry)")));
   }
+  // The map keeps the key and value; the Commit stays only to hold its entry
+  // live, so they move out of it rather than being copied.
+  std::string key = std::move(commit.operation().key);
+  std::string value = std::move(commit.operation().value);
   Index index = commit.index();
   return Set(key, std::move(value), index, ttl, std::move(commit));
 }

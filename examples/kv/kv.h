@@ -140,8 +140,9 @@ class KvStateMachine : public StateMachine, public SessionListener {
   std::optional<std::string> Set(const std::string& key, std::string value, Index index, int64_t ttl_ms,
                                  std::optional<Commit<Put>> put);
   std::optional<std::string> Erase(const std::string& key, Index index);
-  // Tells every session watching a prefix of `key` that it changed at `index`.
-  void Notify(const std::string& key, const std::optional<std::string>& value, Index index) const;
+  // Tells every session watching a prefix of `key` that it changed at `index`
+  // (to *value; nullptr: removed).
+  void Notify(const std::string& key, const std::string* value, Index index) const;
   void CheckInvariants() const;
 
   struct Watcher {

@@ -3,10 +3,25 @@
 #include <algorithm>
 #include <cassert>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace caracal::raft {
+namespace {
+
+// The highest value that `quorum` of the voters have reached (value_of each
+// voter); no allocation for up to 8 voters (it runs on every acknowledgement).
+template <typename F>
+uint64_t QuorumValue(const std::vector<NodeId>& voters, size_t quorum, F value_of) {
+  absl::InlinedVector<uint64_t, 8> values;
+  for (NodeId id : voters) values.push_back(value_of(id));
+  std::sort(values.begin(), values.end(), std::greater<>());
+  return values[quorum - 1];
+}
+
+}  // namespace
+
 
 const char* RoleName(Role role) {
   switch (role) {
@@ -644,10 +659,8 @@ bool Raft::MaybeAdvanceCommit() {
     commit_ = std::max(commit_, stable_last_);
     return commit_ > before;
   }
-  std::vector<Index> matches;
-  for (NodeId id : config_.voters) matches.push_back(id == config_.id ? stable_last_ : peers_[id].match);
-  std::sort(matches.begin(), matches.end(), std::greater<>());
-  Index candidate = matches[Quorum() - 1];
+  Index candidate =
+      QuorumValue(config_.voters, Quorum(), [&](NodeId id) { return id == config_.id ? stable_last_ : peers_[id].match; });
   if (candidate > commit_ && TermAt(candidate) == term_) {
     commit_ = candidate;
     MaybeCompleteReads();
@@ -678,10 +691,11 @@ void Raft::StartReadRound() { BroadcastHeartbeats(); }
 void Raft::MaybeCompleteReads() {
   if (role_ != Role::kLeader) return;
   // The highest round a quorum (ourselves included) has acknowledged.
-  std::vector<uint64_t> acked;
-  for (NodeId id : config_.voters) acked.push_back(id == config_.id ? round_ : peers_[id].acked_round);
-  std::sort(acked.begin(), acked.end(), std::greater<>());
-  uint64_t confirmed = config_.faults.read_without_quorum ? round_ + 1 : acked[Quorum() - 1];
+  uint64_t confirmed =
+      config_.faults.read_without_quorum
+          ? round_ + 1
+          : QuorumValue(config_.voters, Quorum(),
+                        [&](NodeId id) { return id == config_.id ? round_ : peers_[id].acked_round; });
   if (confirmed > confirmed_round_) {
     confirmed_round_ = confirmed;
     auto it = round_sent_.find(confirmed);
