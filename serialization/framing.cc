@@ -212,14 +212,19 @@ FrameSplitter::Space FrameSplitter::WritableSpace() {
   }
   const size_t room = capacity_ - end_;
   const size_t min_read = std::min(kMinReadBytes, chunk_bytes_ / 2);
-  // A new place when there is none, no room at all, the frame being
-  // assembled does not fit where it starts, or (its size unknown yet) too
-  // little room is left to be worth a read.
-  if (chunk_ == nullptr || room == 0 || (frame > 0 ? capacity_ - begin_ < frame : room < min_read)) {
+  // A new place when there is none, no room at all, or too little room to be
+  // worth a read while the frame being assembled (or its size is unknown yet)
+  // does not fit where it starts.
+  const bool fits = frame > 0 && capacity_ - begin_ >= frame;
+  if (chunk_ == nullptr || room == 0 || (!fits && room < min_read)) {
     // Whole frames left buffered (a caller feeding without taking them out)
     // get twice the room, so that feeding on does not copy them again and again.
     const size_t grow = frame > 0 && buffered() >= frame ? 2 * buffered() : 0;
-    Relocate(std::max({chunk_bytes_, frame, buffered() + min_read, grow}));
+    // A frame bigger than a chunk gets room as its bytes arrive (doubling),
+    // not all it announces as soon as its header does: a bare header must not
+    // cost 64 MiB.
+    const size_t for_frame = frame > chunk_bytes_ ? std::min(frame, std::max(2 * buffered(), chunk_bytes_)) : frame;
+    Relocate(std::max({chunk_bytes_, for_frame, buffered() + min_read, grow}));
   }
   assert(capacity_ > end_);
   return Space{reinterpret_cast<char*>(chunk_.get()) + end_, capacity_ - end_};

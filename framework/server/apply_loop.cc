@@ -324,6 +324,7 @@ bool ApplyLoop::ApplyUpTo(Index target) {
     if (!s.ok()) {
       spdlog::critical("server {}: cannot read committed entries [{}, {}] to apply: {}", id_, from, to,
                        std::string(s.message()));
+      FlushRouted();  // what was applied is answered
       return false;
     }
     size_t e = 0, h = 0;
@@ -399,6 +400,7 @@ void ApplyLoop::CompleteWaiter(Index index, Term term, absl::StatusOr<Bytes> res
 
 void ApplyLoop::Deliver(Waiter& waiter, Outcome outcome) {
   if (waiter.done) {
+    FlushRouted();  // outcomes leave in apply order, routed or not
     waiter.done(std::move(outcome));
   } else {
     routed_.push_back(RoutedOutcome{waiter.route, std::move(outcome)});

@@ -62,8 +62,10 @@ struct RoutedOutcome {
   Outcome outcome;
 };
 // Takes the outcomes of a batch (it may swap the vector's contents out; the
-// loop reuses what is left). Runs on the state machine thread (or the thread
-// calling Stop/ExpectRouted for failures); hand them on, never block.
+// loop reuses what is left). Runs on the state machine thread, and for
+// failures on the thread calling Stop or ExpectRouted, possibly at the same
+// time: it must be thread-safe. Hand them on, never block. Routed and
+// callback outcomes leave the loop in apply order.
 using RouteSink = std::function<void(std::vector<RoutedOutcome>& batch)>;
 
 // Event delivery: `subscriber` (a client connection) receives `batch` of

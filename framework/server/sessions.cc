@@ -35,10 +35,12 @@ void ResponseCache::TrimThrough(uint64_t sequence) {
 }
 
 void ResponseCache::Detach() {
-  for (size_t i = 0; i < count_; ++i) {
+  // Only what arrived since the last Detach: the rest has storage of its own.
+  for (size_t i = detached_through_ >= first_ ? detached_through_ - first_ + 1 : 0; i < count_; ++i) {
     auto& slot = Slot(i);
     if (slot && slot->result.ok()) slot->result = Bytes(slot->result->view());
   }
+  if (count_ > 0) detached_through_ = std::max(detached_through_, first_ + count_ - 1);
 }
 
 size_t ResponseCache::size() const {

@@ -89,6 +89,7 @@ class ResponseCache {
   const std::optional<CachedResponse>& Slot(size_t i) const { return ring_[(head_ + i) % ring_.size()]; }
 
   uint64_t first_ = 1;  // the sequence of Slot(0)
+  uint64_t detached_through_ = 0;  // Detach copied every result up to this sequence
   std::vector<std::optional<CachedResponse>> ring_;
   size_t head_ = 0;
   size_t count_ = 0;

@@ -69,9 +69,11 @@ void StateMachineRunner::ApplyEntry(const Entry& entry, std::vector<Response>* r
     case EntryType::kKeepAlive:
       out.push_back(Response{entry.index, entry.term, Owned(ApplyKeepAlive(entry))});
       break;
-    case EntryType::kUnregister:
-      out.push_back(Response{entry.index, entry.term, Owned(ApplyUnregister(entry))});
+    case EntryType::kUnregister: {
+      absl::StatusOr<std::string> own = ApplyUnregister(entry, &out);
+      out.push_back(Response{entry.index, entry.term, Owned(std::move(own))});
       break;
+    }
     case EntryType::kCommand: {
       // Read in place: the operation stays a view into the entry (or into
       // the reader's aligned copy), alive while `reader` is.
@@ -176,7 +178,7 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyKeepAlive(const Entry& entr
   return unknown;
 }
 
-absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& entry) {
+absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& entry, std::vector<Response>* out) {
   executor_.ApplyEmpty(entry.index, entry.timestamp);  // a tombstone: released at once
   auto unreg = serialization::DecodeUnregisterEntry(entry.payload.view());
   if (!unreg.ok()) {
@@ -192,7 +194,13 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& ent
   }
   tracker_.Release(gone->id);
   if (gone->keep_alive_index != 0) tracker_.Release(gone->keep_alive_index);
-  for (const auto& [seq, held] : gone->held) tracker_.Release(held.index);
+  for (const auto& [seq, held] : gone->held) {
+    // Held back for a gap that will never be filled now: they never ran, and
+    // their callers (and those of their retries) learn it.
+    tracker_.Release(held.index);
+    for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, SessionNotOpen(gone->id)});
+    out->push_back(Response{held.index, held.term, SessionNotOpen(gone->id)});
+  }
   for (const auto& b : gone->events) tracker_.Release(b.index);
   if (SessionListener* l = listener()) {
     Session session(gone->id, &executor_);

@@ -97,7 +97,8 @@ class StateMachineRunner {
   void RunSideEffects(const Entry& entry);
   absl::StatusOr<std::string> ApplyRegister(const Entry& entry);
   absl::StatusOr<std::string> ApplyKeepAlive(const Entry& entry);
-  absl::StatusOr<std::string> ApplyUnregister(const Entry& entry);
+  // Also answers the commands the session still held back (SessionNotOpen).
+  absl::StatusOr<std::string> ApplyUnregister(const Entry& entry, std::vector<Response>* out);
   void ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence, std::string_view operation,
                            std::vector<Response>* out);
   // The result of a command that ran: its bytes (copied from result_buffer_

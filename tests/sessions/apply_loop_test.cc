@@ -160,6 +160,22 @@ TEST_F(ApplyLoopTest, RoutedResponsesComeBeforeTheEventsPublishedAfterThem) {
   EXPECT_EQ(lines[77], absl::StrCat("to 7: session ", s, " batch ", first + 38, " after ", first + 37, " (1 events)"));
 }
 
+TEST_F(ApplyLoopTest, RoutedAndCallbackOutcomesLeaveInApplyOrder) {
+  uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
+  CommitAll();
+  Index command = Command(s, 1, "a");
+  loop_->ExpectRouted(command, 1, Route{7, 1});
+  // A retry, answered from the cache: it publishes nothing (publishing would
+  // hand the routed outcomes on anyway).
+  loop_->ExpectRouted(Command(s, 1, "a"), 1, Route{7, 2});
+  Index bye = Append(EntryType::kUnregister, serialization::EncodeUnregisterEntry({s, false}));
+  Expect(bye, 1, "bye");
+  CommitAll();
+  EXPECT_EQ(journal_.Take(), (std::vector<std::string>{absl::StrCat("route 7/1: ok at ", command, " events<=0"),
+                                                       absl::StrCat("route 7/2: ok at ", command, " events<=0"),
+                                                       absl::StrCat("bye: ok at ", bye, " events<=0")}));
+}
+
 TEST_F(ApplyLoopTest, EventsGoToTheSubscriberAfterTheResponseAndAreResentOnSubscribe) {
   uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
   CommitAll();

@@ -277,3 +277,28 @@ TEST_F(SessionApplyTest, NextDeadlineIsTheEarliestExpiry) {
 
 }  // namespace
 }  // namespace caracal::server
+
+namespace caracal::server {
+namespace {
+
+TEST_F(SessionApplyTest, CommandsHeldBackWhenTheSessionEndsAreAnsweredSessionNotOpen) {
+  uint64_t s = Register(0);
+  EXPECT_TRUE(Submit(1, s, 3, Incr{}).empty());  // held: 1 and 2 are missing
+  Index held = runner_->applied();
+  EXPECT_TRUE(Submit(2, s, 3, Incr{}).empty());  // a retry of it, also waiting
+  Index retry = runner_->applied();
+  auto r = runner_->ApplyEntry(Entry{Next(), 1, 3, EntryType::kUnregister,
+                                     Bytes(serialization::EncodeUnregisterEntry({s, false}))});
+  Index unregister = runner_->applied();
+  ASSERT_EQ(r.size(), 3u);
+  EXPECT_EQ(r[0].index, retry);
+  EXPECT_EQ(r[1].index, held);
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(absl::IsUnauthenticated(r[i].result.status())) << r[i].result.status();
+  EXPECT_EQ(r[2].index, unregister);
+  EXPECT_TRUE(r[2].result.ok()) << r[2].result.status();
+  EXPECT_EQ(counter_->applications, 0) << "a held command never ran";
+  EXPECT_TRUE(runner_->tracker().IsReleased(held));
+}
+
+}  // namespace
+}  // namespace caracal::server
