@@ -7,9 +7,12 @@
 // applied, and delivers role changes to the state machine between entries.
 //
 // Other threads talk to it through a mutex-protected inbox: Commit (raise the
-// commit target), ExpectResult (who waits for the response at an index),
-// Query, RoleChanged. Callbacks run on the state machine thread and must only
-// hand results on (post to another thread), never block.
+// commit target), ExpectResult / ExpectOutcome / ExpectRouted (who waits for
+// the response at an index: a callback, or a client request whose outcome goes
+// to the RouteSink in batches), Query, RoleChanged. Callbacks run on the state
+// machine thread and must only hand results on (post to another thread), never
+// block. Outcomes leave in apply order, routed or not, and before the events
+// published after them.
 //
 // Invariants: applied_ only grows, one index at a time, each index exactly
 // once; entries are read only at or below the commit target, which only grows
