@@ -45,6 +45,12 @@ class RingBuffer {
     slots_[(head_ + size_) & (slots_.size() - 1)] = std::move(value);
     ++size_;
   }
+  void push_front(T value) {
+    if (size_ == slots_.size()) Grow();
+    head_ = (head_ + slots_.size() - 1) & (slots_.size() - 1);
+    slots_[head_] = std::move(value);
+    ++size_;
+  }
   void pop_front() {
     assert(size_ > 0);
     slots_[head_] = T();

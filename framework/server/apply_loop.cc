@@ -67,30 +67,16 @@ void ApplyLoop::Stop() {
 // ---- WaiterRing ----
 
 ApplyLoop::Waiter* ApplyLoop::WaiterRing::Find(Index index) {
-  if (count_ == 0 || index < base_ || index - base_ >= count_) return nullptr;
-  Waiter& w = Slot(index - base_);
+  if (slots_.empty() || index < base_ || index - base_ >= slots_.size()) return nullptr;
+  Waiter& w = slots_[index - base_];
   return w.term != 0 ? &w : nullptr;
 }
 
 void ApplyLoop::WaiterRing::Put(Index index, Waiter waiter) {
-  if (count_ == 0) {
-    base_ = index;
-    head_ = 0;
-  }
-  size_t shift = index < base_ ? base_ - index : 0;
-  size_t needed = std::max<size_t>(count_ + shift, index + shift - base_ + 1);
-  if (needed > ring_.size()) {
-    // Lay the slots out again, from 0, in a ring at least twice as big.
-    std::vector<Waiter> bigger(std::max<size_t>(needed, std::max<size_t>(16, 2 * ring_.size())));
-    for (size_t i = 0; i < count_; ++i) bigger[i + shift] = std::move(Slot(i));
-    ring_ = std::move(bigger);
-    head_ = 0;
-  } else if (shift > 0) {
-    head_ = (head_ + ring_.size() - shift) % ring_.size();  // the slots before head_ are empty
-  }
-  base_ -= shift;
-  count_ = std::max<size_t>(count_ + shift, index - base_ + 1);
-  Slot(index - base_) = std::move(waiter);
+  if (slots_.empty()) base_ = index;
+  for (; index < base_; --base_) slots_.push_front(Waiter{});
+  while (slots_.size() <= index - base_) slots_.push_back(Waiter{});
+  slots_[index - base_] = std::move(waiter);
 }
 
 ApplyLoop::Waiter ApplyLoop::WaiterRing::Take(Index index) {
@@ -98,17 +84,11 @@ ApplyLoop::Waiter ApplyLoop::WaiterRing::Take(Index index) {
   if (w == nullptr) return Waiter{};
   Waiter out = std::move(*w);
   *w = Waiter{};
-  while (count_ > 0 && Slot(0).term == 0) {
-    head_ = (head_ + 1) % ring_.size();
+  while (!slots_.empty() && slots_.front().term == 0) {
+    slots_.pop_front();
     ++base_;
-    --count_;
   }
   return out;
-}
-
-void ApplyLoop::WaiterRing::Clear() {
-  for (size_t i = 0; i < count_; ++i) Slot(i) = Waiter{};
-  count_ = 0;
 }
 
 void ApplyLoop::Commit(Index commit) {
@@ -121,15 +101,8 @@ void ApplyLoop::Commit(Index commit) {
   wake_.notify_one();
 }
 
-namespace {
-absl::StatusOr<std::string> AsString(absl::StatusOr<Bytes> result) {
-  if (!result.ok()) return result.status();
-  return std::string(result->view());
-}
-}  // namespace
-
 void ApplyLoop::ExpectResult(Index index, Term term, ResultCallback done) {
-  ExpectOutcome(index, term, [done = std::move(done)](Outcome o) { done(AsString(std::move(o.result))); });
+  ExpectOutcome(index, term, [done = std::move(done)](Outcome o) { done(ResultString(o.result)); });
 }
 
 void ApplyLoop::ExpectOutcome(Index index, Term term, OutcomeCallback done) {
@@ -175,7 +148,7 @@ void ApplyLoop::Expect(Index index, Waiter waiter) {
 
 void ApplyLoop::Query(uint64_t session, std::string operation, Index min_index, ResultCallback done) {
   QueryOutcome(session, std::move(operation), min_index,
-               [done = std::move(done)](Outcome o) { done(AsString(std::move(o.result))); });
+               [done = std::move(done)](Outcome o) { done(ResultString(o.result)); });
 }
 
 void ApplyLoop::QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done) {
@@ -427,8 +400,7 @@ void ApplyLoop::RunQueries() {
     absl::StatusOr<std::string> result = runner_.Query(q.session, q.operation);
     Index event_index = 0;
     if (const SessionState* s = runner_.sessions().Find(q.session)) event_index = s->last_event_index;
-    absl::StatusOr<Bytes> bytes = result.ok() ? absl::StatusOr<Bytes>(Bytes(*std::move(result))) : result.status();
-    q.done(Outcome{std::move(bytes), runner_.applied(), event_index});
+    q.done(Outcome{ResultBytes(std::move(result)), runner_.applied(), event_index});
   }
 }
 

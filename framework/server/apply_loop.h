@@ -33,6 +33,7 @@
 #include "absl/status/statusor.h"
 #include "caracal/operation.h"
 #include "caracal/state_machine.h"
+#include "framework/common/ring_buffer.h"
 #include "framework/common/types.h"
 #include "framework/raft/raft.h"
 #include "framework/server/state_machine_runner.h"
@@ -145,9 +146,9 @@ class ApplyLoop {
     OutcomeCallback done;  // empty: a routed waiter
     Route route;
   };
-  // Waiters by index: a ring over [base_, base_ + count_) that grows by
+  // Waiters by index: a ring over [base_, base_ + size) that grows by
   // doubling and then stops allocating (a leader proposes at increasing
-  // indexes; slots of indexes nobody waits for stay empty).
+  // indexes; slots of indexes nobody waits for stay empty, term 0).
   class WaiterRing {
    public:
     // The waiter at `index`, if any.
@@ -157,17 +158,14 @@ class ApplyLoop {
     Waiter Take(Index index);
     template <typename F>
     void ForEach(F f) {
-      for (size_t i = 0; i < count_; ++i) {
-        if (Slot(i).term != 0) f(base_ + i, Slot(i));
+      for (size_t i = 0; i < slots_.size(); ++i) {
+        if (slots_[i].term != 0) f(base_ + i, slots_[i]);
       }
     }
-    void Clear();
+    void Clear() { slots_.clear(); }
 
    private:
-    Waiter& Slot(size_t i) { return ring_[(head_ + i) % ring_.size()]; }
-    std::vector<Waiter> ring_;
-    size_t head_ = 0;
-    size_t count_ = 0;
+    RingBuffer<Waiter> slots_;
     Index base_ = 0;
   };
   struct PendingQuery {

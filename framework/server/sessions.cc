@@ -6,46 +6,37 @@ namespace caracal::server {
 
 void ResponseCache::Put(uint64_t sequence, CachedResponse response) {
   if (sequence < first_) return;
-  if (count_ == 0) first_ = sequence;
+  if (slots_.empty()) first_ = sequence;
   uint64_t offset = sequence - first_;
-  if (offset >= ring_.size()) {
-    // Grow: lay the slots out again from 0 in a ring twice as big.
-    std::vector<std::optional<CachedResponse>> bigger(std::max<size_t>(offset + 1, std::max<size_t>(4, 2 * ring_.size())));
-    for (size_t i = 0; i < count_; ++i) bigger[i] = std::move(Slot(i));
-    ring_ = std::move(bigger);
-    head_ = 0;
-  }
-  count_ = std::max<size_t>(count_, offset + 1);
-  Slot(offset) = std::move(response);
+  while (slots_.size() <= offset) slots_.push_back(std::nullopt);
+  slots_[offset] = std::move(response);
 }
 
 const CachedResponse* ResponseCache::Find(uint64_t sequence) const {
-  if (sequence < first_ || sequence - first_ >= count_ || !Slot(sequence - first_)) return nullptr;
-  return &*Slot(sequence - first_);
+  if (sequence < first_ || sequence - first_ >= slots_.size() || !slots_[sequence - first_]) return nullptr;
+  return &*slots_[sequence - first_];
 }
 
 void ResponseCache::TrimThrough(uint64_t sequence) {
-  while (count_ > 0 && first_ <= sequence) {
-    Slot(0).reset();
-    head_ = (head_ + 1) % ring_.size();
-    --count_;
+  while (!slots_.empty() && first_ <= sequence) {
+    slots_.pop_front();
     ++first_;
   }
-  if (count_ == 0) first_ = std::max(first_, sequence + 1);
+  if (slots_.empty()) first_ = std::max(first_, sequence + 1);
 }
 
 void ResponseCache::Detach() {
   // Only what arrived since the last Detach: the rest has storage of its own.
-  for (size_t i = detached_through_ >= first_ ? detached_through_ - first_ + 1 : 0; i < count_; ++i) {
-    auto& slot = Slot(i);
+  for (size_t i = detached_through_ >= first_ ? detached_through_ - first_ + 1 : 0; i < slots_.size(); ++i) {
+    auto& slot = slots_[i];
     if (slot && slot->result.ok()) slot->result = Bytes(slot->result->view());
   }
-  if (count_ > 0) detached_through_ = std::max(detached_through_, first_ + count_ - 1);
+  if (!slots_.empty()) detached_through_ = std::max(detached_through_, first_ + slots_.size() - 1);
 }
 
 size_t ResponseCache::size() const {
   size_t n = 0;
-  for (size_t i = 0; i < count_; ++i) n += Slot(i).has_value();
+  for (size_t i = 0; i < slots_.size(); ++i) n += slots_[i].has_value();
   return n;
 }
 

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "framework/common/ring_buffer.h"
 #include "framework/common/types.h"
 
 namespace caracal::server {
@@ -61,8 +62,8 @@ struct CachedResponse {
 // acknowledges them. A session's commands run in sequence order, so responses
 // arrive in increasing sequence and are trimmed from the front: a deque
 // indexed by offset, with no node allocation per command.
-// A session's cached responses by sequence number: a ring that grows to the
-// most responses ever outstanding at once and then stops allocating.
+// A session's cached responses by sequence number, in a ring that grows to
+// the most responses ever outstanding at once and then stops allocating.
 class ResponseCache {
  public:
   // Records `response` for `sequence`; a sequence at or below the trimmed
@@ -79,20 +80,15 @@ class ResponseCache {
   // (sequence, response) in increasing sequence.
   template <typename F>
   void ForEach(F f) const {
-    for (size_t i = 0; i < count_; ++i) {
-      if (const auto& slot = Slot(i)) f(first_ + i, *slot);
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      if (slots_[i]) f(first_ + i, *slots_[i]);
     }
   }
 
  private:
-  std::optional<CachedResponse>& Slot(size_t i) { return ring_[(head_ + i) % ring_.size()]; }
-  const std::optional<CachedResponse>& Slot(size_t i) const { return ring_[(head_ + i) % ring_.size()]; }
-
-  uint64_t first_ = 1;  // the sequence of Slot(0)
+  uint64_t first_ = 1;  // the sequence of slots_.front()
   uint64_t detached_through_ = 0;  // Detach copied every result up to this sequence
-  std::vector<std::optional<CachedResponse>> ring_;
-  size_t head_ = 0;
-  size_t count_ = 0;
+  RingBuffer<std::optional<CachedResponse>> slots_;
 };
 
 struct HeldCommand {

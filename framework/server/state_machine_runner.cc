@@ -27,23 +27,21 @@ StateMachineRunner::~StateMachineRunner() {
 
 absl::StatusOr<std::string> StateMachineRunner::Apply(const Entry& entry) {
   for (Response& r : ApplyEntry(entry)) {
-    if (r.index != entry.index) continue;
-    if (!r.result.ok()) return r.result.status();
-    return std::string(r.result->view());
+    if (r.index == entry.index) return ResultString(r.result);
   }
   return absl::UnavailableError(absl::StrCat("the command at index ", entry.index,
                                              " is held back until its session's earlier commands arrive"));
 }
 
-namespace {
-
-// A non-command entry's response (not on the hot path: one allocation).
-absl::StatusOr<Bytes> Owned(absl::StatusOr<std::string> result) {
+absl::StatusOr<Bytes> ResultBytes(absl::StatusOr<std::string> result) {
   if (!result.ok()) return result.status();
   return Bytes(*std::move(result));
 }
 
-}  // namespace
+absl::StatusOr<std::string> ResultString(const absl::StatusOr<Bytes>& result) {
+  if (!result.ok()) return result.status();
+  return std::string(result->view());
+}
 
 std::vector<StateMachineRunner::Response> StateMachineRunner::ApplyEntry(const Entry& entry) {
   std::vector<Response> out;
@@ -64,14 +62,14 @@ void StateMachineRunner::ApplyEntry(const Entry& entry, std::vector<Response>* r
   out.clear();
   switch (entry.type) {
     case EntryType::kRegister:
-      out.push_back(Response{entry.index, entry.term, Owned(ApplyRegister(entry))});
+      out.push_back(Response{entry.index, entry.term, ResultBytes(ApplyRegister(entry))});
       break;
     case EntryType::kKeepAlive:
-      out.push_back(Response{entry.index, entry.term, Owned(ApplyKeepAlive(entry))});
+      out.push_back(Response{entry.index, entry.term, ResultBytes(ApplyKeepAlive(entry))});
       break;
     case EntryType::kUnregister: {
       absl::StatusOr<std::string> own = ApplyUnregister(entry, &out);
-      out.push_back(Response{entry.index, entry.term, Owned(std::move(own))});
+      out.push_back(Response{entry.index, entry.term, ResultBytes(std::move(own))});
       break;
     }
     case EntryType::kCommand: {

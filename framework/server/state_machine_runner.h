@@ -36,6 +36,10 @@ absl::Status SessionNotOpen(uint64_t session);
 void AppendUnknownSession(uint64_t session, std::string* out);
 std::vector<uint64_t> DecodeUnknownSessions(std::string_view bytes);
 
+// A result as Bytes (one allocation: off the hot path) and back.
+absl::StatusOr<Bytes> ResultBytes(absl::StatusOr<std::string> result);
+absl::StatusOr<std::string> ResultString(const absl::StatusOr<Bytes>& result);
+
 class StateMachineRunner {
  public:
   // Calls state_machine->Configure. `applied` is the index state starts at

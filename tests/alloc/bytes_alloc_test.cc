@@ -1,10 +1,11 @@
-// Bytes and BytesArena: what they share and what they allocate.
+// Bytes, BytesArena and RingBuffer: what they share and what they allocate.
 
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "framework/common/bytes.h"
+#include "framework/common/ring_buffer.h"
 #include "gtest/gtest.h"
 #include "tests/alloc/alloc_counter.h"
 
@@ -78,6 +79,33 @@ TEST(BytesArenaTest, AReservationMayBeFinishedShort) {
   EXPECT_EQ(b.view(), "abc");
   EXPECT_EQ(next.view(), "def");
   EXPECT_EQ(next.data() - b.data(), 8);  // the unused 97 bytes went back
+}
+
+}  // namespace
+}  // namespace caracal
+
+namespace caracal {
+namespace {
+
+TEST(RingBufferTest, BothEndsWrapAroundInOrderAndSteadyUseAllocatesNothing) {
+  RingBuffer<std::string> ring;
+  for (int i = 0; i < 10; ++i) ring.push_back(std::to_string(i));
+  for (int i = 0; i < 8; ++i) ring.pop_front();
+  for (int i = 1; i <= 3; ++i) ring.push_front(std::to_string(-i));  // wraps below slot 0
+  for (int i = 10; i < 20; ++i) ring.push_back(std::to_string(i));   // and past the end
+  std::vector<std::string> seen;
+  for (size_t i = 0; i < ring.size(); ++i) seen.push_back(ring[i]);
+  std::vector<std::string> expected = {"-3", "-2", "-1", "8", "9"};
+  for (int i = 10; i < 20; ++i) expected.push_back(std::to_string(i));
+  EXPECT_EQ(seen, expected);
+  EXPECT_EQ(ring.capacity(), 16u);
+  testing::AllocationCounter count;
+  for (int round = 0; round < 1000; ++round) {
+    ring.push_front(std::string());
+    ring.pop_back();
+  }
+  EXPECT_EQ(count.allocations(), 0u);
+  EXPECT_EQ(ring.size(), expected.size());
 }
 
 }  // namespace
