@@ -138,10 +138,9 @@ Bytes EncodeCommandEntry(BytesArena& arena, uint64_t session, uint64_t sequence,
   ScratchMessage scratch(operation.size());
   capnp::MessageBuilder& message = scratch.message();
   BuildCommandEntry(message, session, sequence, operation, acked_sequence);
-  size_t bytes = capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
+  size_t bytes = FlatSize(message);
   BytesArena::Reservation r = arena.Reserve(bytes);
-  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(r.data()), bytes));
-  capnp::writeMessage(stream, message.getSegmentsForOutput());
+  WriteFlat(message, r.data(), bytes);
   return arena.Finish(r, bytes);
 }
 

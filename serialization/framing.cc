@@ -22,20 +22,25 @@ uint64_t RecordChecksum(const char* header8, std::string_view body) {
   return XXH3_64bits_digest(&state);
 }
 
-// Appends the flat-array encoding of `message` to `out`, returns its size.
-size_t AppendMessage(capnp::MessageBuilder& message, std::string* out) {
-  auto segments = message.getSegmentsForOutput();
-  size_t words = capnp::computeSerializedSizeInWords(message);
-  size_t start = out->size();
-  out->resize(start + words * sizeof(capnp::word));
-  kj::ArrayPtr<capnp::word> dest(reinterpret_cast<capnp::word*>(out->data() + start), words);
-  // messageToFlatArray allocates; writing into our buffer avoids the copy.
-  kj::ArrayOutputStream stream(dest.asBytes());
-  capnp::writeMessage(stream, segments);
-  return words * sizeof(capnp::word);
+}  // namespace
+
+size_t FlatSize(capnp::MessageBuilder& message) {
+  return capnp::computeSerializedSizeInWords(message) * sizeof(capnp::word);
 }
 
-}  // namespace
+void WriteFlat(capnp::MessageBuilder& message, char* dest, size_t size) {
+  // messageToFlatArray allocates; writing into the caller's buffer avoids the copy.
+  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(dest), size));
+  capnp::writeMessage(stream, message.getSegmentsForOutput());
+}
+
+size_t AppendMessage(capnp::MessageBuilder& message, std::string* out) {
+  size_t size = FlatSize(message);
+  size_t start = out->size();
+  out->resize(start + size);
+  WriteFlat(message, out->data() + start, size);
+  return size;
+}
 
 uint64_t Checksum(std::string_view data) { return XXH3_64bits(data.data(), data.size()); }
 

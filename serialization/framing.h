@@ -73,6 +73,12 @@ void AppendFrame(capnp::MessageBuilder& message, std::string* out);
 
 // Bytes of a message as a flat array (no framing).
 std::string MessageBytes(capnp::MessageBuilder& message);
+// The same, appended to `out`; returns how many bytes.
+size_t AppendMessage(capnp::MessageBuilder& message, std::string* out);
+// The flat array's size in bytes, and the flat array written into exactly
+// that many bytes at `dest` (no allocation).
+size_t FlatSize(capnp::MessageBuilder& message);
+void WriteFlat(capnp::MessageBuilder& message, char* dest, size_t size);
 
 // A Cap'n Proto reader over bytes that came from outside (disk or network):
 // bounded traversal, and a word-aligned private copy when `bytes` is not

@@ -111,10 +111,8 @@ absl::Status DecodeContext::Failed(const std::exception& e) const {
 std::string MessageToBytes(capnp::MessageBuilder& message) { return serialization::MessageBytes(message); }
 
 void MessageToBytes(capnp::MessageBuilder& message, std::string* out) {
-  size_t words = capnp::computeSerializedSizeInWords(message);
-  out->resize(words * sizeof(capnp::word));
-  kj::ArrayOutputStream stream(kj::arrayPtr(reinterpret_cast<kj::byte*>(out->data()), out->size()));
-  capnp::writeMessage(stream, message.getSegmentsForOutput());
+  out->clear();
+  serialization::AppendMessage(message, out);
 }
 
 void SetText(std::string_view text, wire::Value::Builder out) {
