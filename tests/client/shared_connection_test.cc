@@ -276,18 +276,31 @@ std::vector<std::unique_ptr<Client>> ConnectClients(size_t n, Client::Builder bu
   return clients;
 }
 
-TEST(ClientSharedConnectionTest, ClientsOfOneRuntimeShareOneConnectionAndGetOnlyTheirOwnResponsesAndEvents) {
-  TcpCluster cluster;
-  NodeId leader = cluster.WaitForLeader();
-  ASSERT_NE(leader, 0u);
-  // Everything these clients send the leader goes through the proxy, which
-  // counts the connections the leader is given.
-  auto proxy = testing::TcpProxy::Start(cluster.port(leader), "clients->leader");
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto runtime = ClientRuntime::Create();
+// A cluster, its leader, a proxy in front of the leader (it counts the
+// connections the leader is given) and a runtime whose clients share
+// connections.
+class ClientSharedConnectionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    leader_ = cluster_.WaitForLeader();
+    ASSERT_NE(leader_, 0u);
+    auto proxy = testing::TcpProxy::Start(cluster_.port(leader_), "clients->leader");
+    ASSERT_TRUE(proxy.ok()) << proxy.status();
+    proxy_ = *std::move(proxy);
+  }
+
+  TcpCluster cluster_;
+  NodeId leader_ = 0;
+  std::unique_ptr<testing::TcpProxy> proxy_;
+  std::shared_ptr<ClientRuntime> runtime_ = ClientRuntime::Create();
+  std::shared_ptr<client::ConnectionPool> pool_ = client::PoolOf(*runtime_);
+};
+
+TEST_F(ClientSharedConnectionTest, ClientsOfOneRuntimeShareOneConnectionAndGetOnlyTheirOwnResponsesAndEvents) {
+  // Everything these clients send the leader goes through the proxy.
   constexpr size_t kClients = 16, kCommands = 20;
   ClientJournals journals(kClients);
-  auto clients = ConnectClients(kClients, ClientFor(cluster).WithServers({(*proxy)->address()}).WithRuntime(runtime));
+  auto clients = ConnectClients(kClients, ClientFor(cluster_).WithServers({proxy_->address()}).WithRuntime(runtime_));
   ASSERT_EQ(clients.size(), kClients);
   for (size_t who = 0; who < kClients; ++who) journals.Listen(*clients[who], who);
 
@@ -298,29 +311,21 @@ TEST(ClientSharedConnectionTest, ClientsOfOneRuntimeShareOneConnectionAndGetOnly
   EXPECT_TRUE(journals.errors.empty()) << journals.errors.front();
   EXPECT_EQ(Get(clients[0]->Submit(Total{})), static_cast<int64_t>(kClients * kCommands));
 
-  EXPECT_EQ((*proxy)->counters().accepted, 1u);
-  EXPECT_EQ((*proxy)->counters().open, 1u);
-  auto pool = client::PoolOf(*runtime);
-  EXPECT_EQ(pool->connections_opened(), 1u);
-  EXPECT_EQ(pool->open_connections(), 1u);
-  EXPECT_EQ(pool->attached_channels(), kClients);
+  EXPECT_EQ(proxy_->counters().accepted, 1u);
+  EXPECT_EQ(proxy_->counters().open, 1u);
+  EXPECT_EQ(pool_->connections_opened(), 1u);
+  EXPECT_EQ(pool_->open_connections(), 1u);
+  EXPECT_EQ(pool_->attached_channels(), kClients);
 
   clients.clear();
-  EXPECT_EQ(pool->open_connections(), 0u);
-  EXPECT_TRUE(Eventually([&] { return (*proxy)->counters().open == 0; }));
+  EXPECT_EQ(pool_->open_connections(), 0u);
+  EXPECT_TRUE(Eventually([&] { return proxy_->counters().open == 0; }));
 }
 
-TEST(ClientSharedConnectionTest, ClosingOneClientLeavesTheOthersAndTheLastOneClosesTheConnection) {
-  TcpCluster cluster;
-  NodeId leader = cluster.WaitForLeader();
-  ASSERT_NE(leader, 0u);
-  auto proxy = testing::TcpProxy::Start(cluster.port(leader), "clients->leader");
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto runtime = ClientRuntime::Create();
-  auto pool = client::PoolOf(*runtime);
+TEST_F(ClientSharedConnectionTest, ClosingOneClientLeavesTheOthersAndTheLastOneClosesTheConnection) {
   constexpr size_t kClients = 4, kCommands = 30;
   ClientJournals journals(kClients);
-  auto clients = ConnectClients(kClients, ClientFor(cluster).WithServers({(*proxy)->address()}).WithRuntime(runtime));
+  auto clients = ConnectClients(kClients, ClientFor(cluster_).WithServers({proxy_->address()}).WithRuntime(runtime_));
   ASSERT_EQ(clients.size(), kClients);
   for (size_t who = 1; who < kClients; ++who) journals.Listen(*clients[who], who);
 
@@ -329,42 +334,39 @@ TEST(ClientSharedConnectionTest, ClosingOneClientLeavesTheOthersAndTheLastOneClo
     for (size_t who = 1; who < kClients; ++who) journals.Submit(*clients[who], who, who * 1000 + i);
   }
   EXPECT_TRUE(clients[0]->Close().ok());
-  EXPECT_EQ(pool->attached_channels(), kClients - 1);
+  EXPECT_EQ(pool_->attached_channels(), kClients - 1);
   for (size_t who = 1; who < kClients; ++who) {
     ASSERT_TRUE(journals.journals[who].WaitFor(2 * kCommands)) << "client " << who;
   }
   EXPECT_TRUE(journals.errors.empty()) << journals.errors.front();
   for (size_t who = 1; who < kClients; ++who) EXPECT_GT(Get(clients[who]->Submit(Total{})), 0);
-  EXPECT_EQ((*proxy)->counters().accepted, 1u);
+  EXPECT_EQ(proxy_->counters().accepted, 1u);
 
   EXPECT_TRUE(clients[1]->Close().ok());
   EXPECT_TRUE(clients[2]->Close().ok());
-  EXPECT_EQ(pool->open_connections(), 1u);
-  EXPECT_EQ((*proxy)->counters().open, 1u);
+  EXPECT_EQ(pool_->open_connections(), 1u);
+  EXPECT_EQ(proxy_->counters().open, 1u);
   EXPECT_TRUE(clients[3]->Close().ok());
-  EXPECT_EQ(pool->open_connections(), 0u);
-  EXPECT_TRUE(Eventually([&] { return (*proxy)->counters().open == 0; }));
-  EXPECT_EQ((*proxy)->counters().accepted, 1u);
+  EXPECT_EQ(pool_->open_connections(), 0u);
+  EXPECT_TRUE(Eventually([&] { return proxy_->counters().open == 0; }));
+  EXPECT_EQ(proxy_->counters().accepted, 1u);
 }
 
-TEST(ClientSharedConnectionTest, EveryClientOnTheConnectionMovesToTheNewLeaderAndAppliesEachCommandOnce) {
-  TcpCluster cluster;
-  NodeId leader = cluster.WaitForLeader();
-  ASSERT_NE(leader, 0u);
-  auto runtime = ClientRuntime::Create();
-  auto pool = client::PoolOf(*runtime);
+TEST_F(ClientSharedConnectionTest, EveryClientOnTheConnectionMovesToTheNewLeaderAndAppliesEachCommandOnce) {
+  // Straight to the servers (not through the proxy): the clients must find
+  // the new leader themselves.
   constexpr size_t kClients = 16, kBefore = 30, kAfter = 10;
   ClientJournals journals(kClients);
-  auto clients = ConnectClients(kClients, ClientFor(cluster).WithRuntime(runtime));
+  auto clients = ConnectClients(kClients, ClientFor(cluster_).WithRuntime(runtime_));
   ASSERT_EQ(clients.size(), kClients);
-  EXPECT_EQ(pool->open_connections(), 1u);  // all at the leader
+  EXPECT_EQ(pool_->open_connections(), 1u);  // all at the leader
   for (size_t who = 0; who < kClients; ++who) journals.Listen(*clients[who], who);
 
   for (size_t i = 0; i < kBefore; ++i) {
     for (size_t who = 0; who < kClients; ++who) journals.Submit(*clients[who], who, who * 1000 + i);
   }
   ASSERT_TRUE(journals.journals[0].WaitFor(4));  // some done, most still in flight
-  cluster.Stop(leader);
+  cluster_.Stop(leader_);
   for (size_t i = kBefore; i < kBefore + kAfter; ++i) {
     for (size_t who = 0; who < kClients; ++who) journals.Submit(*clients[who], who, who * 1000 + i);
   }
@@ -381,59 +383,46 @@ TEST(ClientSharedConnectionTest, EveryClientOnTheConnectionMovesToTheNewLeaderAn
   for (auto& a : applications) EXPECT_EQ(Get(std::move(a)), 1u);
   EXPECT_EQ(Get(clients[0]->Submit(Total{})), static_cast<int64_t>(kClients * (kBefore + kAfter)));
   // And they share one connection again, to the new leader.
-  EXPECT_TRUE(Eventually([&] { return pool->open_connections() == 1; })) << pool->open_connections();
-  EXPECT_EQ(pool->attached_channels(), kClients);
+  EXPECT_TRUE(Eventually([&] { return pool_->open_connections() == 1; })) << pool_->open_connections();
+  EXPECT_EQ(pool_->attached_channels(), kClients);
 }
 
-TEST(ClientSharedConnectionTest, AClientGivingUpOnASilentServerMovesEveryClientOnTheConnection) {
-  TcpCluster cluster;
-  NodeId leader = cluster.WaitForLeader();
-  ASSERT_NE(leader, 0u);
-  auto proxy = testing::TcpProxy::Start(cluster.port(leader), "clients->leader");
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto runtime = ClientRuntime::Create();
-  auto pool = client::PoolOf(*runtime);
+TEST_F(ClientSharedConnectionTest, AClientGivingUpOnASilentServerMovesEveryClientOnTheConnection) {
   // Keep-alives every 10 s: within this test only client 0, which has a
   // command pending, can notice that the server went silent.
-  auto clients = ConnectClients(4, ClientFor(cluster)
-                                       .WithServers({(*proxy)->address()})
+  auto clients = ConnectClients(4, ClientFor(cluster_)
+                                       .WithServers({proxy_->address()})
                                        .WithSessionTimeout(std::chrono::seconds(30))
-                                       .WithRuntime(runtime));
+                                       .WithRuntime(runtime_));
   ASSERT_EQ(clients.size(), 4u);
   ASSERT_EQ(Get(clients[0]->Submit(Add{.amount = 1, .id = 1})), 1);
-  ASSERT_EQ(pool->connections_opened(), 1u);
+  ASSERT_EQ(pool_->connections_opened(), 1u);
 
   // Packets to and from the leader now vanish on the shared connection.
-  (*proxy)->Block(testing::TcpProxy::BlockMode::kBlackhole);
+  proxy_->Block(testing::TcpProxy::BlockMode::kBlackhole);
   auto pending = clients[0]->Submit(Add{.amount = 1, .id = 2});
   // After the attempt timeout client 0 leaves for the leader's own address
   // (learned from the members list), and closes the silent connection for
   // the idle clients too: all of them end up on one fresh connection.
   EXPECT_EQ(Get(std::move(pending)), 2);
-  EXPECT_TRUE(Eventually([&] { return pool->open_connections() == 1 && pool->attached_channels() == 4; },
+  EXPECT_TRUE(Eventually([&] { return pool_->open_connections() == 1 && pool_->attached_channels() == 4; },
                          std::chrono::seconds(3)))
-      << pool->open_connections() << " connections, " << pool->attached_channels() << " channels";
-  EXPECT_EQ(pool->connections_opened(), 2u);
+      << pool_->open_connections() << " connections, " << pool_->attached_channels() << " channels";
+  EXPECT_EQ(pool_->connections_opened(), 2u);
   for (size_t who = 1; who < clients.size(); ++who) {
     EXPECT_EQ(Get(clients[who]->Submit(Applications{.id = 2})), 1u);
   }
 }
 
-TEST(ClientSharedConnectionTest, ClientsThatOptOutOpenConnectionsOfTheirOwn) {
-  TcpCluster cluster;
-  NodeId leader = cluster.WaitForLeader();
-  ASSERT_NE(leader, 0u);
-  auto proxy = testing::TcpProxy::Start(cluster.port(leader), "clients->leader");
-  ASSERT_TRUE(proxy.ok()) << proxy.status();
-  auto runtime = ClientRuntime::Create();
+TEST_F(ClientSharedConnectionTest, ClientsThatOptOutOpenConnectionsOfTheirOwn) {
   auto clients = ConnectClients(
-      3, ClientFor(cluster).WithServers({(*proxy)->address()}).WithRuntime(runtime).WithSharedConnections(false));
+      3, ClientFor(cluster_).WithServers({proxy_->address()}).WithRuntime(runtime_).WithSharedConnections(false));
   ASSERT_EQ(clients.size(), 3u);
   for (size_t who = 0; who < clients.size(); ++who) {
     EXPECT_EQ(Get(clients[who]->Submit(Add{.amount = 1, .id = who})), static_cast<int64_t>(who + 1));
   }
-  EXPECT_EQ((*proxy)->counters().accepted, 3u);
-  EXPECT_EQ(client::PoolOf(*runtime)->connections_opened(), 0u);
+  EXPECT_EQ(proxy_->counters().accepted, 3u);
+  EXPECT_EQ(pool_->connections_opened(), 0u);
 }
 
 }  // namespace
