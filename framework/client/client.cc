@@ -3,6 +3,7 @@
 #include <atomic>
 #include <deque>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -153,6 +154,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       if (closed_) return done(absl::CancelledError("the client is closed"));
       uint64_t seq = next_sequence_++;
       commands_[seq] = PendingCommand{Bytes(std::move(operation)), std::move(done)};
+      order_.push_back(Slot{false, seq});
       if (session_ != 0 && conn_ready_) SendCommand(seq);
     });
   }
@@ -161,8 +163,11 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     boost::asio::post(io_, [this, operation = std::move(operation), consistency, done = std::move(done)]() mutable {
       if (closed_) return done(absl::CancelledError("the client is closed"));
       uint64_t id = next_query_++;
+      // It must see every command submitted before it (the servers run it
+      // once its session applied them) and completes after them.
       queries_[id] = PendingQuery{std::move(operation), consistency, std::move(done),
-                                  Clock::now() + options_.query_timeout};
+                                  Clock::now() + options_.query_timeout, next_sequence_ - 1};
+      order_.push_back(Slot{true, id});
       if (session_ != 0 && conn_ready_) SendQuery(id);
     });
   }
@@ -218,7 +223,16 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     Consistency consistency;
     ResultCallback done;
     Clock::time_point deadline;
-    bool via_reader = false;  // sent on (or waiting for) the read connection
+    uint64_t after_sequence = 0;  // the last command submitted before it
+    bool via_reader = false;      // sent on (or waiting for) the read connection
+    // Answered (or given up on): completes when its turn in order_ comes.
+    std::optional<absl::StatusOr<std::string>> answer;
+  };
+  // A submission, in submission order: a command (id = its sequence) or a
+  // query (id = its key in queries_).
+  struct Slot {
+    bool query = false;
+    uint64_t id = 0;
   };
   using ResponseFn = std::function<void(const ClientResponseValue&)>;
 
@@ -328,7 +342,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     }
     Subscribe();
     for (auto& [seq, c] : commands_) SendCommand(seq);
-    for (auto& [id, q] : queries_) SendQuery(id);
+    for (auto& [id, q] : queries_) SendQuery(id);  // the unanswered ones
     SendKeepAlive();
   }
 
@@ -451,17 +465,15 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     progress_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec || closed_) return;
       auto now = Clock::now();
-      for (auto it = queries_.begin(); it != queries_.end();) {
-        if (now < it->second.deadline) {
-          ++it;
-          continue;
-        }
-        ResultCallback done = std::move(it->second.done);
-        it = queries_.erase(it);
-        done(absl::DeadlineExceededError(absl::StrCat("no server answered the query within ",
-                                                      options_.query_timeout.count(), " ms (last error: ",
-                                                      last_error_.empty() ? "none" : last_error_, ")")));
+      bool expired = false;
+      for (auto& [id, q] : queries_) {
+        if (q.answer || now < q.deadline) continue;
+        q.answer = absl::DeadlineExceededError(absl::StrCat("no server answered the query within ",
+                                                            options_.query_timeout.count(), " ms (last error: ",
+                                                            last_error_.empty() ? "none" : last_error_, ")"));
+        expired = true;
       }
+      if (expired) Sequence();
       if (conn_ready_ && !handlers_.empty() && now - last_receive_ > options_.attempt_timeout) {
         last_error_ = absl::StrCat(current_address_, ": no answer for ", options_.attempt_timeout.count(), " ms");
         Reconnect(true, /*abandon=*/true);
@@ -482,6 +494,10 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
         absl::StrCat("session ", session_, " expired before the command completed; it may or may not have been applied"));
     for (auto& [seq, c] : commands_) c.done(lost);
     commands_.clear();
+    // The queries stay (a new session serves them); the commands they had to
+    // follow are gone.
+    std::erase_if(order_, [](const Slot& slot) { return !slot.query; });
+    for (auto& [id, q] : queries_) q.after_sequence = 0;
     events_.clear();
     session_ = 0;
     next_sequence_ = 1;
@@ -501,11 +517,19 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   void FailEverything(const absl::Status& why) {
-    for (auto& [seq, r] : ready_) r.done(std::move(r.result));
+    // In submission order, each with what it has.
+    for (const Slot& slot : std::exchange(order_, {})) {
+      if (slot.query) {
+        auto q = queries_.find(slot.id);
+        if (q != queries_.end()) q->second.done(q->second.answer ? *std::move(q->second.answer) : why);
+      } else if (auto r = ready_.find(slot.id); r != ready_.end()) {
+        r->second.done(std::move(r->second.result));
+      } else if (auto c = commands_.find(slot.id); c != commands_.end()) {
+        c->second.done(why);
+      }
+    }
     ready_.clear();
-    for (auto& [seq, c] : commands_) c.done(why);
     commands_.clear();
-    for (auto& [id, q] : queries_) q.done(why);
     queries_.clear();
     if (on_registered_) on_registered_->set_value(why);
     on_registered_.reset();
@@ -546,13 +570,12 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   QueryRequest QueryFor(const PendingQuery& q) const {
-    return QueryRequest{session_, next_sequence_ - 1, last_index_.load(), WireConsistency(q.consistency),
-                        q.operation};
+    return QueryRequest{session_, q.after_sequence, last_index_.load(), WireConsistency(q.consistency), q.operation};
   }
 
   void SendQuery(uint64_t id) {
     auto it = queries_.find(id);
-    if (it == queries_.end()) return;
+    if (it == queries_.end() || it->second.answer) return;
     if (UseReader(it->second)) {
       it->second.via_reader = true;
       if (reader_ready_) {
@@ -567,14 +590,17 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
 
   void CompleteQuery(uint64_t id, const ClientResponseValue& r) {
     auto it = queries_.find(id);
-    if (it == queries_.end()) return;
-    ResultCallback done = std::move(it->second.done);
-    queries_.erase(it);
-    if (!r.status.ok()) return done(r.status);
-    const auto* result = std::get_if<QueryResult>(&r.body);
-    if (result == nullptr) return done(absl::InternalError("a query response without a result"));
-    NoteIndex(result->index);
-    done(std::string(result->result.view()));
+    if (it == queries_.end() || it->second.answer) return;
+    PendingQuery& q = it->second;
+    if (!r.status.ok()) {
+      q.answer = r.status;
+    } else if (const auto* result = std::get_if<QueryResult>(&r.body)) {
+      NoteIndex(result->index);
+      q.answer = std::string(result->result.view());
+    } else {
+      q.answer = absl::InternalError("a query response without a result");
+    }
+    Sequence();
   }
 
   // ---- the read connection (kAny, kFollowers): SEQUENTIAL queries ----
@@ -614,7 +640,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
       if (!st.ok()) return ReaderFailed();
       reader_ready_ = true;
       for (auto& [id, q] : queries_) {
-        if (UseReader(q)) SendOnReader(id);
+        if (!q.answer && UseReader(q)) SendOnReader(id);
       }
     });
   }
@@ -627,7 +653,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
 
   void SendQueryOnMain(uint64_t id) {
     auto it = queries_.find(id);
-    if (it == queries_.end() || !conn_ready_) return;  // OnConnected resends it
+    if (it == queries_.end() || it->second.answer || !conn_ready_) return;  // OnConnected resends it
     it->second.via_reader = false;
     Request(QueryFor(it->second), [this, id](const ClientResponseValue& r) {
       if (Retryable(r)) {
@@ -647,7 +673,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     reader_backoff_until_ = Clock::now() + options_.attempt_timeout / 2;
     reader_handlers_.clear();
     for (auto& [id, q] : queries_) {
-      if (q.via_reader) SendQueryOnMain(id);
+      if (q.via_reader && !q.answer) SendQueryOnMain(id);
     }
   }
 
@@ -685,9 +711,25 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
+  // Completes what is at the front of order_ once it may (commands and
+  // queries in submission order), and delivers the event batches that may
+  // go before what is next.
   void Sequence() {
     for (;;) {
-      auto it = ready_.find(completed_seq_ + 1);
+      if (!order_.empty() && order_.front().query) {
+        auto q = queries_.find(order_.front().id);
+        if (q == queries_.end() || q->second.answer) {
+          order_.pop_front();
+          if (q != queries_.end()) {
+            ResultCallback done = std::move(q->second.done);
+            absl::StatusOr<std::string> answer = *std::move(q->second.answer);
+            queries_.erase(q);
+            done(std::move(answer));
+          }
+          continue;
+        }
+      }
+      auto it = order_.empty() || order_.front().query ? ready_.end() : ready_.find(completed_seq_ + 1);
       if (it != ready_.end()) {
         ReadyResponse& r = it->second;
         if (r.result.ok() && r.event_index > delivered_event_index_) {
@@ -704,6 +746,7 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
         last_completed_index_ = std::max(last_completed_index_, r.index);
         ready_.erase(it);
         ++completed_seq_;
+        order_.pop_front();
         done(std::move(result));
         continue;
       }
@@ -758,7 +801,8 @@ class Client::Impl : public std::enable_shared_from_this<Impl> {
   uint64_t completed_seq_ = 0;
   Index last_completed_index_ = 0;
   uint64_t next_query_ = 1;
-  std::map<uint64_t, PendingQuery> queries_;
+  std::map<uint64_t, PendingQuery> queries_;  // submitted, not completed
+  std::deque<Slot> order_;  // submitted, not completed: the order they complete in
   std::atomic<uint64_t> last_index_ = 0;
 
   // The read connection.

@@ -62,6 +62,8 @@ void ApplyLoop::Stop() {
   for (auto& [index, w] : waiters) Deliver(w, Outcome{absl::UnavailableError("server stopped"), index, 0});
   FlushRouted();
   for (auto& [index, q] : queries) q.done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
+  // The state machine thread is gone: blocked_ is this thread's now.
+  for (auto& q : std::exchange(blocked_, {})) q.done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
 }
 
 // ---- WaiterRing ----
@@ -147,20 +149,47 @@ void ApplyLoop::Expect(Index index, Waiter waiter) {
 }
 
 void ApplyLoop::Query(uint64_t session, std::string operation, Index min_index, ResultCallback done) {
-  QueryOutcome(session, std::move(operation), min_index,
+  QueryOutcome(session, 0, std::move(operation), min_index,
                [done = std::move(done)](Outcome o) { done(ResultString(o.result)); });
 }
 
-void ApplyLoop::QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done) {
+void ApplyLoop::QueryOutcome(uint64_t session, uint64_t sequence, std::string operation, Index min_index,
+                             OutcomeCallback done) {
   {
     std::lock_guard lock(mu_);
     if (stopping_) {
       done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
       return;
     }
-    queries_.emplace(min_index, PendingQuery{session, std::move(operation), std::move(done)});
+    queries_.emplace(min_index, PendingQuery{session, sequence, std::move(operation), std::move(done), 0});
   }
   wake_.notify_one();
+}
+
+void ApplyLoop::SetQueryWaitTimeout(std::chrono::milliseconds timeout) {
+  std::lock_guard lock(mu_);
+  query_wait_us_ = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+}
+
+uint64_t ApplyLoop::AppliedSequence(uint64_t session) const {
+  std::lock_guard lock(mu_);
+  auto it = applied_sequences_.find(session);
+  return it == applied_sequences_.end() ? 0 : it->second;
+}
+
+void ApplyLoop::PublishSequences() {
+  if (runner_.sequenced().empty()) return;
+  {
+    std::lock_guard lock(mu_);
+    for (uint64_t session : runner_.sequenced()) {
+      if (const SessionState* s = runner_.sessions().Find(session)) {
+        applied_sequences_[session] = s->last_sequence;
+      } else {
+        applied_sequences_.erase(session);
+      }
+    }
+  }
+  runner_.ClearSequenced();
 }
 
 void ApplyLoop::SetEventSink(EventSink sink) { sink_ = std::move(sink); }
@@ -251,7 +280,7 @@ ApplyStats ApplyLoop::Stats() const {
   std::lock_guard lock(mu_);
   ApplyStats s = stats_;
   s.commit_target = commit_target_;
-  s.pending_queries = queries_.size();
+  s.pending_queries = queries_.size() + blocked_count_;
   return s;
 }
 
@@ -267,11 +296,19 @@ void ApplyLoop::Run() {
     std::deque<Subscription> subscriptions;
     {
       std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] {
+      auto ready = [&] {
         bool query_ready = !queries_.empty() && queries_.begin()->first <= runner_.applied();
         return stopping_ || commit_target_ > runner_.applied() || query_ready || !role_events_.empty() ||
                !subscriptions_.empty();
-      });
+      };
+      if (blocked_.empty()) {
+        wake_.wait(lock, ready);
+      } else {
+        // Wake up for the first blocked query's deadline too.
+        int64_t first = blocked_.front().wait_until;
+        for (const auto& q : blocked_) first = std::min(first, q.wait_until);
+        wake_.wait_for(lock, std::chrono::microseconds(std::max<int64_t>(0, first - NowMicros()) + 1), ready);
+      }
       if (stopping_) return;
       target = commit_target_;
       roles.swap(role_events_);
@@ -298,6 +335,7 @@ bool ApplyLoop::ApplyUpTo(Index target) {
       spdlog::critical("server {}: cannot read committed entries [{}, {}] to apply: {}", id_, from, to,
                        std::string(s.message()));
       FlushRouted();  // what was applied is answered
+      PublishSequences();
       return false;
     }
     size_t e = 0, h = 0;
@@ -327,6 +365,7 @@ bool ApplyLoop::ApplyUpTo(Index target) {
     entries.clear();  // drops this chunk's payloads before the next is read
   }
   FlushRouted();
+  PublishSequences();
   Index applied = runner_.applied();
   int64_t now = NowMicros();
   std::lock_guard lock(mu_);
@@ -387,21 +426,52 @@ void ApplyLoop::FlushRouted() {
 }
 
 void ApplyLoop::RunQueries() {
+  int64_t now = NowMicros();
+  // Those waiting for their session's commands first: they arrived earlier.
+  std::erase_if(blocked_, [&](PendingQuery& q) { return TryQuery(q, now); });
   for (;;) {
     PendingQuery q;
     {
       std::lock_guard lock(mu_);
       // Every query whose state is applied runs, in (index, arrival) order.
-      if (queries_.empty() || queries_.begin()->first > runner_.applied()) return;
+      if (queries_.empty() || queries_.begin()->first > runner_.applied()) break;
       q = std::move(queries_.begin()->second);
       queries_.erase(queries_.begin());
-      ++stats_.queries;
+      q.wait_until = now + query_wait_us_;
     }
-    absl::StatusOr<std::string> result = runner_.Query(q.session, q.operation);
-    Index event_index = 0;
-    if (const SessionState* s = runner_.sessions().Find(q.session)) event_index = s->last_event_index;
-    q.done(Outcome{ResultBytes(std::move(result)), runner_.applied(), event_index});
+    if (!TryQuery(q, now)) blocked_.push_back(std::move(q));
   }
+  std::lock_guard lock(mu_);
+  blocked_count_ = blocked_.size();
+}
+
+bool ApplyLoop::TryQuery(PendingQuery& q, int64_t now) {
+  const SessionState* s = q.sequence == 0 ? nullptr : runner_.sessions().Find(q.session);
+  bool waiting = q.sequence != 0 && (s != nullptr ? s->last_sequence < q.sequence : q.session > runner_.applied());
+  if (!waiting) {
+    RunQuery(q);
+    return true;
+  }
+  if (now < q.wait_until) return false;
+  q.done(Outcome{absl::UnavailableError(absl::StrCat(
+                     "the query waited ", (now - q.wait_until + query_wait_us_) / 1000, " ms for command ",
+                     q.sequence, " of session ", q.session, ", submitted before it, which this server has not applied (",
+                     s != nullptr ? absl::StrCat("it applied up to command ", s->last_sequence)
+                                  : absl::StrCat("it does not know the session yet; applied index ", runner_.applied()),
+                     "): resend the session's pending commands")),
+                 0, 0});
+  return true;
+}
+
+void ApplyLoop::RunQuery(PendingQuery& q) {
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.queries;
+  }
+  absl::StatusOr<std::string> result = runner_.Query(q.session, q.operation);
+  Index event_index = 0;
+  if (const SessionState* s = runner_.sessions().Find(q.session)) event_index = s->last_event_index;
+  q.done(Outcome{ResultBytes(std::move(result)), runner_.applied(), event_index});
 }
 
 }  // namespace caracal::server

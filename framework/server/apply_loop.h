@@ -18,6 +18,7 @@
 // once; entries are read only at or below the commit target, which only grows
 // and never exceeds what the raft core reported durable.
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -30,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "caracal/operation.h"
 #include "caracal/state_machine.h"
@@ -44,8 +46,8 @@ namespace caracal::server {
 using ResultCallback = std::function<void(absl::StatusOr<std::string>)>;
 
 // What a waiter or a query learns: the result, the index it belongs to (where
-// a command ran — its own index, or for a duplicate or a held-back command
-// the index that produced the result; the applied index a query read at)
+// a command ran — its own index, or for a duplicate the index that produced
+// the result; the applied index a query read at)
 // and, for a session command, the session's last event batch before it.
 struct Outcome {
   absl::StatusOr<Bytes> result;
@@ -121,7 +123,22 @@ class ApplyLoop {
   void SetRouteSink(RouteSink sink);
   // Runs the query once applied >= min_index.
   void Query(uint64_t session, std::string operation, Index min_index, ResultCallback done);
-  void QueryOutcome(uint64_t session, std::string operation, Index min_index, OutcomeCallback done);
+  // Runs the query once applied >= min_index and the session has applied
+  // every command up to `sequence` (those its client submitted before the
+  // query: a session's query sees its own earlier commands, at every
+  // consistency level). A query whose session's commands do not arrive
+  // within the query wait timeout fails with Unavailable (its client then
+  // resends its pending commands and queries). A session this server does
+  // not know (closed, or registered above what it applied) waits only for
+  // the index.
+  void QueryOutcome(uint64_t session, uint64_t sequence, std::string operation, Index min_index,
+                    OutcomeCallback done);
+  // How long a query may wait for its session's commands (default 5 s).
+  void SetQueryWaitTimeout(std::chrono::milliseconds timeout);
+
+  // The last sequence `session` applied, as of the last applied batch; 0 if
+  // the session is not open (or not yet registered) here. Any thread.
+  uint64_t AppliedSequence(uint64_t session) const;
   void RoleChanged(raft::Role role, Term term, NodeId leader);
 
   // ---- events ----
@@ -169,9 +186,11 @@ class ApplyLoop {
     Index base_ = 0;
   };
   struct PendingQuery {
-    uint64_t session;
+    uint64_t session = 0;
+    uint64_t sequence = 0;  // the session's commands it must see
     std::string operation;
     OutcomeCallback done;
+    int64_t wait_until = 0;  // blocked on its session's commands until (steady us)
   };
   struct Subscription {
     uint64_t session;
@@ -190,6 +209,12 @@ class ApplyLoop {
   // Applies [applied_+1, target]; returns false on a log read error.
   bool ApplyUpTo(Index target);
   void RunQueries();
+  // Runs `q` if its session applied its commands, fails it if it waited too
+  // long; false if it must go on waiting.
+  bool TryQuery(PendingQuery& q, int64_t now);
+  void RunQuery(PendingQuery& q);
+  // Publishes the sequences of the sessions this batch touched (AppliedSequence).
+  void PublishSequences();
   void CompleteWaiter(Index index, Term term, absl::StatusOr<Bytes> result, Index event_index = 0,
                       Index ran_at = 0);
   void Deliver(Waiter& waiter, Outcome outcome);
@@ -213,6 +238,10 @@ class ApplyLoop {
   std::vector<HoleRun> read_holes_;
   std::vector<StateMachineRunner::Response> responses_;
   std::multimap<Index, PendingQuery> queries_;  // by the index each needs applied
+  std::vector<PendingQuery> blocked_;  // state machine thread: index reached, waiting for their session's commands
+  int64_t query_wait_us_ = 5'000'000;
+  size_t blocked_count_ = 0;  // blocked_.size(), under mu_ (for Stats)
+  absl::flat_hash_map<uint64_t, uint64_t> applied_sequences_;  // session -> last applied sequence (under mu_)
   std::deque<RoleEvent> role_events_;
   std::deque<std::pair<Index, int64_t>> commit_times_;  // (commit target, when notified, us)
   bool stopping_ = false;

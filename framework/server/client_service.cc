@@ -24,7 +24,8 @@ ClientService::ClientService(boost::asio::io_context& io, ClientServiceOptions o
              [this, alive = alive_](RoutedOutcome& routed) {
                if (*alive) OnRoutedOutcome(routed);
              }),
-      duty_timer_(io) {
+      duty_timer_(io),
+      sequencer_(options_.sequencer) {
   if (options_.min_session_timeout_ms == 0) {
     options_.min_session_timeout_ms = 2 * static_cast<uint64_t>(options_.election_timeout.count());
   }
@@ -115,16 +116,79 @@ void ClientService::ProposeAndWait(EntryType type, std::string payload, std::fun
   FlushSoon();
 }
 
+namespace {
+
+int64_t SteadyMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void ClientService::SyncSequencerTerm() {
+  Term term = node_->term();
+  if (term == sequencer_term_) return;
+  sequencer_term_ = term;
+  sequencer_.Reset(NotLeader(), &refused_);
+}
+
 void ClientService::ProposeCommand(ConnectionId c, uint64_t id, const CommandRequest& command) {
   if (!IsLeader()) return Respond(c, id, NotLeader());
-  Bytes entry = EncodeCommandEntry(entries_, command.session, command.sequence, command.operation,
-                                   command.acked_sequence);
-  auto proposed = node_->Propose(EntryType::kCommand, std::move(entry));
-  if (!proposed.ok()) {
-    return Respond(c, id, absl::IsFailedPrecondition(proposed.status()) ? NotLeader() : proposed.status());
+  SyncSequencerTerm();
+  uint64_t session = command.session;
+  sequencer_.Offer(
+      session, command.sequence, [&] { return apply_->AppliedSequence(session); }, SequencedCommand{c, id, command},
+      SteadyMicros(), &to_propose_, &refused_);
+  ProposeSequenced();
+}
+
+void ClientService::ProposeSequenced() {
+  for (auto& r : refused_) Respond(r.item.connection, r.item.request_id, r.status);
+  refused_.clear();
+  bool failed = false;
+  for (SequencedCommand& p : to_propose_) {
+    if (failed) {
+      Respond(p.connection, p.request_id, NotLeader());
+      continue;
+    }
+    const CommandRequest& command = p.command;
+    Bytes entry = EncodeCommandEntry(entries_, command.session, command.sequence, command.operation,
+                                     command.acked_sequence);
+    auto proposed = node_->Propose(EntryType::kCommand, std::move(entry));
+    if (!proposed.ok()) {
+      // Not the leader any more: what the sequencer let through after this
+      // one must not reach the log either.
+      failed = true;
+      Respond(p.connection, p.request_id,
+              absl::IsFailedPrecondition(proposed.status()) ? NotLeader() : proposed.status());
+      continue;
+    }
+    apply_->ExpectRouted(proposed->first, proposed->second, Route{p.connection, p.request_id});
   }
-  apply_->ExpectRouted(proposed->first, proposed->second, Route{c, id});
-  FlushSoon();
+  bool any = !to_propose_.empty();
+  to_propose_.clear();
+  if (failed) {
+    sequencer_.Reset(NotLeader(), &refused_);
+    for (auto& r : refused_) Respond(r.item.connection, r.item.request_id, r.status);
+    refused_.clear();
+  }
+  if (any) FlushSoon();
+}
+
+void ClientService::SequencerDuties() {
+  if (!IsLeader()) {
+    sequencer_.Reset(NotLeader(), &refused_);
+    sequencer_term_ = 0;
+  } else {
+    SyncSequencerTerm();
+    for (uint64_t session : sequencer_.HoldingSessions()) {
+      sequencer_.Applied(session, apply_->AppliedSequence(session), &to_propose_);
+    }
+    sequencer_.Expire(SteadyMicros(), &refused_);
+    // Now and then, forget sessions whose commands all applied.
+    if (++duty_runs_ % 32 == 0) sequencer_.Prune([&](uint64_t session) { return apply_->AppliedSequence(session); });
+  }
+  ProposeSequenced();
 }
 
 void ClientService::OnRoutedOutcome(RoutedOutcome& routed) {
@@ -189,12 +253,14 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
             Respond(c, id, absl::OkStatus(), QueryResult{o.index, o.event_index, *std::move(o.result)});
           });
           if (body.consistency == serialization::Consistency::kSequential) {
-            apply_->QueryOutcome(body.session, std::move(body.operation), body.index, std::move(answer));
+            apply_->QueryOutcome(body.session, body.sequence, std::move(body.operation), body.index,
+                                 std::move(answer));
             return;
           }
           if (!IsLeader()) return Respond(c, id, NotLeader());
           bool lease = body.consistency == serialization::Consistency::kLinearizableLease;
-          node_->ReadIndex(lease, [this, alive = alive_, session = body.session, min_index = body.index,
+          node_->ReadIndex(lease, [this, alive = alive_, session = body.session, sequence = body.sequence,
+                                   min_index = body.index,
                                    operation = std::move(body.operation),
                                    answer = std::move(answer)](absl::StatusOr<Index> index) mutable {
             if (!*alive) return;
@@ -202,7 +268,8 @@ void ClientService::OnRequest(ConnectionId c, ClientRequestValue request) {
               answer(Outcome{absl::UnavailableError(index.status().message()), 0, 0});
               return;
             }
-            apply_->QueryOutcome(session, std::move(operation), std::max(*index, min_index), std::move(answer));
+            apply_->QueryOutcome(session, sequence, std::move(operation), std::max(*index, min_index),
+                                 std::move(answer));
           });
         } else if constexpr (std::is_same_v<T, ResetEventsRequest>) {
           apply_->Subscribe(body.session, c, body.from_index, [this, alive = alive_, c, id](absl::Status s) {
@@ -249,6 +316,7 @@ void ClientService::ScheduleDuties() {
 }
 
 void ClientService::RunDuties() {
+  SequencerDuties();
   if (!IsLeader()) {
     expiring_.clear();
     time_entry_ = 0;

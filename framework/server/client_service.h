@@ -17,9 +17,13 @@
 //   unregister   proposes an Unregister entry. Leader only.
 //   command      proposes a Command entry (session, sequence, operation);
 //                answers {index, event index, result} once applied. Leader
-//                only.
+//                only. A session's commands enter the log in sequence order
+//                (CommandSequencer): one that arrives before its predecessor
+//                is held, bounded, until the predecessor arrives or applies.
 //   query        LINEARIZABLE / LINEARIZABLE_LEASE: read index on the leader;
 //                SEQUENTIAL: any server, once it applied the client's index.
+//                Either way it runs only once its session applied every
+//                command submitted before it (the request's sequence).
 //   resetEvents  makes this connection the session's event channel and
 //                resends every stored batch after `from_index`; new batches
 //                are then pushed as they are applied (after the response of
@@ -49,6 +53,7 @@
 #include "boost/asio/io_context.hpp"
 #include "boost/asio/steady_timer.hpp"
 #include "framework/server/apply_loop.h"
+#include "framework/server/command_sequencer.h"
 #include "framework/server/io_inbox.h"
 #include "framework/server/raft_node.h"
 #include "framework/transport/tcp_transport.h"
@@ -63,6 +68,7 @@ struct ClientServiceOptions {
   std::chrono::milliseconds heartbeat_interval{50};
   uint64_t min_session_timeout_ms = 0;  // 0: 2 x the election timeout
   uint64_t max_session_timeout_ms = 24ull * 3600 * 1000;
+  CommandSequencerOptions sequencer;
 };
 
 class ClientService {
@@ -81,6 +87,11 @@ class ClientService {
 
  private:
   using ConnectionId = transport::ClientConnectionId;
+  struct SequencedCommand {
+    ConnectionId connection;
+    uint64_t request_id;
+    serialization::CommandRequest command;
+  };
   struct PendingKeepAlive {
     ConnectionId connection;
     uint64_t request_id;
@@ -95,6 +106,12 @@ class ClientService {
   // A command: encoded into entries_ and answered through a Route (the hot
   // path: no allocation of its own).
   void ProposeCommand(ConnectionId connection, uint64_t request_id, const serialization::CommandRequest& command);
+  // Proposes what the sequencer let through and answers what it refused.
+  void ProposeSequenced();
+  // A new term (or leadership lost): the sequencer forgets what it knew.
+  void SyncSequencerTerm();
+  // Re-checks held commands against what was applied; refuses stale ones.
+  void SequencerDuties();
   // A routed outcome (a command's) arrived on the io thread.
   void OnRoutedOutcome(RoutedOutcome& routed);
   // Runs `fn` on the io thread later, unless the service stopped.
@@ -121,6 +138,11 @@ class ClientService {
   std::map<uint64_t, std::pair<Index, std::chrono::steady_clock::time_point>> expiring_;  // session -> proposal
   Index time_entry_ = 0;  // the last Time entry proposed (done once applied)
   std::vector<serialization::MemberValue> member_list_;
+  CommandSequencer<SequencedCommand> sequencer_;
+  Term sequencer_term_ = 0;
+  uint64_t duty_runs_ = 0;
+  std::vector<SequencedCommand> to_propose_;  // reused
+  std::vector<CommandSequencer<SequencedCommand>::Refused> refused_;  // reused
 };
 
 }  // namespace caracal::server

@@ -55,22 +55,7 @@ namespace internal {
 void ExecutorImpl::Publish(uint64_t session, std::string_view name, std::string payload) {
   CheckMayChangeState("Session::Publish");
   if (!publisher_) throw std::logic_error("Session::Publish: this server does not deliver events");
-  // A held-back command runs at the index of the entry that filled its gap:
-  // its events belong there, so a session's batches stay in index order.
-  publisher_(session, publish_index_ != 0 ? publish_index_ : index_, std::string(name), std::move(payload));
-}
-
-absl::Status ExecutorImpl::ApplyHeldCommand(Index index, uint64_t session, std::string_view operation,
-                                            std::string* result) {
-  Index current = index_;
-  LogTime now = time_;
-  // ApplyCommand fires nothing new (no timer is due before `now`) and
-  // applies at `index`; restore the current index afterwards.
-  publish_index_ = current;
-  absl::Status status = ApplyCommand(index, now, session, operation, result);
-  publish_index_ = 0;
-  index_ = current;
-  return status;
+  publisher_(session, index_, std::string(name), std::move(payload));
 }
 
 void ExecutorImpl::AddHandler(std::string_view name, bool is_command, Executor::Handler handler) {

@@ -70,9 +70,6 @@ class ExecutorImpl : public SessionSink {
   using PublishFn = std::function<void(uint64_t session, Index index, std::string name, std::string payload)>;
   void SetPublisher(PublishFn fn) { publisher_ = std::move(fn); }
   void Publish(uint64_t session, std::string_view name, std::string payload) override;
-  // Runs a held-back command (sequencing) at its own index, at the current
-  // log time, without firing timers again.
-  absl::Status ApplyHeldCommand(Index index, uint64_t session, std::string_view operation, std::string* result);
 
  private:
   struct Registered {
@@ -95,7 +92,6 @@ class ExecutorImpl : public SessionSink {
   uint64_t timer_sequence_ = 0;
   uint64_t timers_fired_ = 0;
   Index index_ = 0;
-  Index publish_index_ = 0;  // while a held command runs: the entry being applied
   LogTime time_ = 0;
   bool in_query_ = false;
   std::string current_operation_;

@@ -100,6 +100,7 @@ class RaftNode {
   // The core's role and leader, without building a whole status (hot path).
   raft::Role role() const { return raft_->role(); }
   NodeId leader() const { return raft_->leader(); }
+  Term term() const { return raft_->term(); }
   const storage::Log& log() const { return *log_; }
 
  private:

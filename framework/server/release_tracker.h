@@ -4,8 +4,7 @@
 // Which applied log entries still contribute to state. An entry is *live*
 // while anything holds it: its Commit (until released by the user, by being
 // destroyed, or by the framework for its own entries), a session it opened,
-// the latest keep-alive of a session, a command held back for sequencing, or
-// events it published that the client has not acknowledged. Holds are
+// the latest keep-alive of a session, or events it published that the client has not acknowledged. Holds are
 // counted; the compactor asks IsReleased() for indexes up to applied().
 //
 // Invariant: every index in live_ is <= applied_ and has a count > 0. State

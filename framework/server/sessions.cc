@@ -95,23 +95,6 @@ SessionTable::Order SessionTable::Classify(uint64_t id, uint64_t sequence) const
   return Order::kEarly;
 }
 
-void SessionTable::Hold(uint64_t id, uint64_t sequence, HeldCommand command) {
-  SessionState* s = FindMutable(id);
-  if (s == nullptr) return;
-  // A retry of a held command keeps the first copy (it has the lower index).
-  s->held.emplace(sequence, std::move(command));
-}
-
-std::optional<std::pair<uint64_t, HeldCommand>> SessionTable::TakeNextHeld(uint64_t id) {
-  SessionState* s = FindMutable(id);
-  if (s == nullptr) return std::nullopt;
-  auto it = s->held.find(s->last_sequence + 1);
-  if (it == s->held.end()) return std::nullopt;
-  std::pair<uint64_t, HeldCommand> next(it->first, std::move(it->second));
-  s->held.erase(it);
-  return next;
-}
-
 Index SessionTable::RecordResponse(uint64_t id, uint64_t sequence, CachedResponse response) {
   SessionState* s = FindMutable(id);
   if (s == nullptr) return 0;
@@ -197,8 +180,6 @@ std::string SessionTable::Digest() const {
     s.responses.ForEach([&](uint64_t seq, const CachedResponse& r) {
       absl::StrAppend(&out, seq, ":", r.index, ":", r.result.ok() ? std::string(r.result->view()) : r.result.status().ToString(), ",");
     });
-    absl::StrAppend(&out, " held=");
-    for (const auto& [seq, h] : s.held) absl::StrAppend(&out, seq, ":", h.index, ",");
     absl::StrAppend(&out, " ev=", s.last_event_index, "/", s.acked_event_index, ":");
     for (const auto& b : s.events) {
       absl::StrAppend(&out, b.index, "<", b.previous, "[");

@@ -13,16 +13,17 @@
 //     changes nothing by itself: the leader commits an Unregister{expired}
 //     for it, and only applying that entry expires it — unless a keep-alive
 //     was applied first, which clears the suspicion and voids the entry.
-//   * Commands carry (session, sequence). They are applied in sequence order:
-//     an early arrival is held back until the gap is filled, a duplicate is
-//     answered from the response cache, and the cache is trimmed by the
-//     client's acknowledged sequence.
+//   * Commands carry (session, sequence). The leader puts them into the log
+//     in sequence order (CommandSequencer), so applying them in log order
+//     runs them in sequence order: a duplicate is answered from the response
+//     cache, an early one (a leader's mistake) is refused, and the cache is
+//     trimmed by the client's acknowledged sequence.
 //   * Events published by a command are kept per session, as batches tagged
 //     with the command's index and the previous batch's index, until the
 //     client acknowledges them.
 //
 // Invariants: for every open session, last_sequence == the highest sequence
-// applied; held commands all have sequence > last_sequence + 1; event batch
+// applied; event batch
 // indexes increase and each names its predecessor. State machine thread only.
 
 #include <cstdint>
@@ -91,16 +92,6 @@ class ResponseCache {
   RingBuffer<std::optional<CachedResponse>> slots_;
 };
 
-struct HeldCommand {
-  Index index = 0;
-  Term term = 0;
-  LogTime time = 0;
-  std::string operation;
-  // Retries of it that arrived while it was held: each entry's waiter gets
-  // the same response when it runs.
-  std::vector<std::pair<Index, Term>> retries;
-};
-
 struct SessionState {
   uint64_t id = 0;
   std::string client_id;
@@ -110,7 +101,6 @@ struct SessionState {
   uint64_t last_sequence = 0;
   uint64_t acked_sequence = 0;
   ResponseCache responses;
-  std::map<uint64_t, HeldCommand> held;
   std::deque<EventBatch> events;
   Index last_event_index = 0;
   Index acked_event_index = 0;
@@ -139,9 +129,6 @@ class SessionTable {
   // ---- commands ----
   enum class Order { kNext, kDuplicate, kEarly, kUnknownSession };
   Order Classify(uint64_t id, uint64_t sequence) const;
-  void Hold(uint64_t id, uint64_t sequence, HeldCommand command);
-  // The held command that may run now (sequence last+1), if any; removed.
-  std::optional<std::pair<uint64_t, HeldCommand>> TakeNextHeld(uint64_t id);
   // The client has every response up to `sequence`: drops them from the
   // cache (as a keep-alive does). No-op for an unknown session.
   void AcknowledgeResponses(uint64_t id, uint64_t sequence);

@@ -26,11 +26,9 @@ StateMachineRunner::~StateMachineRunner() {
 }
 
 absl::StatusOr<std::string> StateMachineRunner::Apply(const Entry& entry) {
-  for (Response& r : ApplyEntry(entry)) {
-    if (r.index == entry.index) return ResultString(r.result);
-  }
-  return absl::UnavailableError(absl::StrCat("the command at index ", entry.index,
-                                             " is held back until its session's earlier commands arrive"));
+  std::vector<Response> out = ApplyEntry(entry);
+  assert(out.size() == 1 && out.front().index == entry.index);
+  return ResultString(out.front().result);
 }
 
 absl::StatusOr<Bytes> ResultBytes(absl::StatusOr<std::string> result) {
@@ -67,11 +65,9 @@ void StateMachineRunner::ApplyEntry(const Entry& entry, std::vector<Response>* r
     case EntryType::kKeepAlive:
       out.push_back(Response{entry.index, entry.term, ResultBytes(ApplyKeepAlive(entry))});
       break;
-    case EntryType::kUnregister: {
-      absl::StatusOr<std::string> own = ApplyUnregister(entry, &out);
-      out.push_back(Response{entry.index, entry.term, ResultBytes(std::move(own))});
+    case EntryType::kUnregister:
+      out.push_back(Response{entry.index, entry.term, ResultBytes(ApplyUnregister(entry))});
       break;
-    }
     case EntryType::kCommand: {
       // Read in place: the operation stays a view into the entry (or into
       // the reader's aligned copy), alive while `reader` is.
@@ -108,6 +104,12 @@ void StateMachineRunner::ApplyEntry(const Entry& entry, std::vector<Response>* r
     out.push_back(Response{entry.index, entry.term, absl::AbortedError(absl::StrCat("no command was applied at index ",
                                                                         entry.index))});
   }
+}
+
+absl::Status CommandArrivedEarly(uint64_t session, uint64_t sequence) {
+  return absl::AbortedError(absl::StrCat("command ", sequence, " of session ", session,
+                                         " reached the log before command ", sequence - 1,
+                                         ": it was not applied; retry it"));
 }
 
 absl::Status SessionNotOpen(uint64_t session) {
@@ -176,7 +178,7 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyKeepAlive(const Entry& entr
   return unknown;
 }
 
-absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& entry, std::vector<Response>* out) {
+absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& entry) {
   executor_.ApplyEmpty(entry.index, entry.timestamp);  // a tombstone: released at once
   auto unreg = serialization::DecodeUnregisterEntry(entry.payload.view());
   if (!unreg.ok()) {
@@ -191,14 +193,8 @@ absl::StatusOr<std::string> StateMachineRunner::ApplyUnregister(const Entry& ent
     return SessionNotOpen(unreg->session);
   }
   tracker_.Release(gone->id);
+  sequenced_.insert(gone->id);
   if (gone->keep_alive_index != 0) tracker_.Release(gone->keep_alive_index);
-  for (const auto& [seq, held] : gone->held) {
-    // Held back for a gap that will never be filled now: they never ran, and
-    // their callers (and those of their retries) learn it.
-    tracker_.Release(held.index);
-    for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, SessionNotOpen(gone->id)});
-    out->push_back(Response{held.index, held.term, SessionNotOpen(gone->id)});
-  }
   for (const auto& b : gone->events) tracker_.Release(b.index);
   if (SessionListener* l = listener()) {
     Session session(gone->id, &executor_);
@@ -233,21 +229,15 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       }
       return;
     }
-    case SessionTable::Order::kEarly: {
-      auto& held_commands = sessions_.FindMutable(session)->held;
-      if (auto held = held_commands.find(sequence); held != held_commands.end()) {
-        // A retry of a command already held back: the first copy runs, and
-        // answers this entry's waiter too; this entry holds nothing.
-        executor_.ApplyEmpty(entry.index, entry.timestamp);
-        held->second.retries.emplace_back(entry.index, entry.term);
-        return;
-      }
-      executor_.FireTimers(entry.index, entry.timestamp);
-      tracker_.Hold(entry.index);  // until it runs
-      sessions_.Hold(session, sequence,
-                     HeldCommand{entry.index, entry.term, entry.timestamp, std::string(operation), {}});
+    case SessionTable::Order::kEarly:
+      // The leader sequences a session's commands before they enter the log
+      // (ClientService, CommandSequencer), so this is a safety net: a command
+      // ahead of its predecessor never runs at an index below one already
+      // applied. It is refused here, identically on every server, and the
+      // client's retry lands after its predecessor.
+      executor_.ApplyEmpty(entry.index, entry.timestamp);
+      out->push_back(Response{entry.index, entry.term, CommandArrivedEarly(session, sequence)});
       return;
-    }
     case SessionTable::Order::kNext:
       break;
   }
@@ -255,17 +245,7 @@ void StateMachineRunner::ApplySessionCommand(const Entry& entry, uint64_t sessio
       Result(executor_.ApplyCommand(entry.index, entry.timestamp, session, operation, &result_buffer_));
   Index event_index = sessions_.RecordResponse(session, sequence, CachedResponse{entry.index, result, 0});
   out->push_back(Response{entry.index, entry.term, std::move(result), event_index});
-  // The gap is filled: run what was waiting for it, in sequence order. They
-  // run *at this entry* (their events join this index's batch, after their
-  // responses), while their Commits keep their own entries' indexes.
-  while (auto next = sessions_.TakeNextHeld(session)) {
-    auto& [seq, held] = *next;
-    tracker_.Release(held.index);  // its Commit takes over
-    absl::StatusOr<Bytes> r = Result(executor_.ApplyHeldCommand(held.index, session, held.operation, &result_buffer_));
-    Index e = sessions_.RecordResponse(session, seq, CachedResponse{entry.index, r, 0});
-    for (const auto& [index, term] : held.retries) out->push_back(Response{index, term, r, e, entry.index});
-    out->push_back(Response{held.index, held.term, std::move(r), e, entry.index});
-  }
+  sequenced_.insert(session);
 }
 
 void StateMachineRunner::OnPublish(uint64_t session, Index index, std::string name, std::string payload) {

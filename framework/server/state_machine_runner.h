@@ -17,6 +17,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "caracal/state_machine.h"
 #include "framework/common/types.h"
@@ -31,6 +32,10 @@ namespace caracal::server {
 // not open: kUnauthenticated, which the client library reads as "my session
 // expired" (an application handler's own errors never carry that code).
 absl::Status SessionNotOpen(uint64_t session);
+// The error a session command gets when it reaches the log ahead of its
+// predecessor (kAborted: the client retries it, and the leader's sequencing
+// puts the retry after the predecessor). It is not applied.
+absl::Status CommandArrivedEarly(uint64_t session, uint64_t sequence);
 // A KeepAlive entry's response lists the sessions it named that are not open
 // (8 bytes little-endian each): the server tells those clients.
 void AppendUnknownSession(uint64_t session, std::string* out);
@@ -55,13 +60,17 @@ class StateMachineRunner {
     // A session command's: the session's last event batch before the
     // response (the client delivers those events first).
     Index event_index = 0;
-    // Where the command ran, when not at `index`: a duplicate's first copy,
-    // a held-back command's gap filler. The client orders events by it.
+    // Where the command ran, when not at `index`: a duplicate's first copy.
+    // The client orders events by it.
     Index ran_at = 0;
   };
-  // Applies `entry` (entry.index == applied() + 1) and returns the responses
-  // it produced: usually one, for entry.index; none for a command held back
-  // for sequencing; several when it fills a gap and held commands run too.
+  // Applies `entry` (entry.index == applied() + 1) and returns its response,
+  // for the waiter at entry.index (a vector, reused, so that applying costs
+  // no allocation). Commands run in log order, so every handler sees a
+  // strictly increasing commit index; a session command that is a duplicate
+  // of one already applied is answered from the response cache (it runs
+  // once), one that is ahead of its predecessor is refused
+  // (CommandArrivedEarly) and does not run.
   // A command's response is its result or the error its caller should see;
   // a Register answers OK (the session id is its index), a KeepAlive OK with
   // the unknown sessions (DecodeUnknownSessions), an Unregister OK or
@@ -72,7 +81,7 @@ class StateMachineRunner {
   // in place, its result encoded into a reused buffer).
   void ApplyEntry(const Entry& entry, std::vector<Response>* out);  // replaces *out
   std::vector<Response> ApplyEntry(const Entry& entry);
-  // ApplyEntry's response for entry.index itself (Unavailable if held back).
+  // ApplyEntry's response for entry.index itself.
   absl::StatusOr<std::string> Apply(const Entry& entry);
   // An index compaction removed (a released entry): nothing to apply.
   void ApplyHole(Index index);
@@ -91,6 +100,11 @@ class StateMachineRunner {
   // The (session, batch index) pairs that received events while the last
   // ApplyEntry ran, in publication order (each pair once).
   std::vector<std::pair<uint64_t, Index>> TakePublished() { return std::exchange(published_, {}); }
+  // The sessions whose last applied sequence changed (or that closed) since
+  // the last ClearSequenced (a set: bounded by the sessions, whether anyone
+  // clears it or not).
+  const absl::flat_hash_set<uint64_t>& sequenced() const { return sequenced_; }
+  void ClearSequenced() { sequenced_.clear(); }
   const ReleaseTracker& tracker() const { return tracker_; }
   const internal::ExecutorImpl& executor() const { return executor_; }
   StateMachine& state_machine() { return *state_machine_; }
@@ -101,8 +115,7 @@ class StateMachineRunner {
   void RunSideEffects(const Entry& entry);
   absl::StatusOr<std::string> ApplyRegister(const Entry& entry);
   absl::StatusOr<std::string> ApplyKeepAlive(const Entry& entry);
-  // Also answers the commands the session still held back (SessionNotOpen).
-  absl::StatusOr<std::string> ApplyUnregister(const Entry& entry, std::vector<Response>* out);
+  absl::StatusOr<std::string> ApplyUnregister(const Entry& entry);
   void ApplySessionCommand(const Entry& entry, uint64_t session, uint64_t sequence, std::string_view operation,
                            std::vector<Response>* out);
   // The result of a command that ran: its bytes (copied from result_buffer_
@@ -120,6 +133,7 @@ class StateMachineRunner {
   raft::Role role_ = raft::Role::kFollower;
   Term term_ = 0;
   std::vector<std::pair<uint64_t, Index>> published_;
+  absl::flat_hash_set<uint64_t> sequenced_;
   std::string result_buffer_;  // a handler's encoded result, reused
   BytesArena results_;
 };

@@ -26,13 +26,22 @@ struct Say : Command<int64_t> {  // publishes `word` to the caller; returns how 
   CARACAL_FIELDS(word)
 };
 
+struct Said : Query<int64_t> {  // how many were said
+  static constexpr std::string_view kName = "test.said";
+  CARACAL_FIELDS()
+};
+
 class Sayer : public StateMachine {
  public:
-  void Configure(Executor& executor) override { executor.Register<Say>(this, &Sayer::OnSay); }
+  void Configure(Executor& executor) override {
+    executor.Register<Say>(this, &Sayer::OnSay);
+    executor.Register<Said>(this, &Sayer::OnSaid);
+  }
   int64_t OnSay(Commit<Say> c) {
     c.session().Publish("said", c->word);
     return ++said_;
   }
+  int64_t OnSaid(Commit<Said>) { return said_; }
 
  private:
   int64_t said_ = 0;
@@ -100,6 +109,20 @@ class ApplyLoopTest : public ::testing::Test {
     loop_->Commit(last);
     for (int i = 0; i < 2000 && loop_->applied() < last; ++i) std::this_thread::sleep_for(1ms);
     ASSERT_EQ(loop_->applied(), last);
+  }
+  std::future<Outcome> Query(uint64_t session, uint64_t sequence) {
+    auto p = std::make_shared<std::promise<Outcome>>();
+    loop_->QueryOutcome(session, sequence, codec::EncodeOperation(Said{}), 0,
+                        [p](Outcome o) { p->set_value(std::move(o)); });
+    return p->get_future();
+  }
+  // Polls `ready` for up to 10 s.
+  static bool Eventually(const std::function<bool()>& ready) {
+    for (int i = 0; i < 10000; ++i) {
+      if (ready()) return true;
+      std::this_thread::sleep_for(1ms);
+    }
+    return ready();
   }
   absl::Status Subscribe(uint64_t session, uint64_t subscriber, Index after) {
     std::promise<absl::Status> p;
@@ -211,20 +234,60 @@ TEST_F(ApplyLoopTest, SubscribingToASessionTheServerHasNotAppliedYetIsUnavailabl
   EXPECT_TRUE(absl::IsUnauthenticated(Subscribe(s, 1, 0)));
 }
 
-TEST_F(ApplyLoopTest, ARetryOfAHeldBackCommandIsAnsweredWhenTheFirstCopyRuns) {
+// Copycat: a session's query is sequenced after the commands the session
+// submitted before it; it sees them, at every consistency level.
+TEST_F(ApplyLoopTest, AQueryWaitsForTheCommandsItsSessionSubmittedBeforeIt) {
   uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
-  Index early = Command(s, 2, "second");   // held: 1 is missing
-  Index retry = Command(s, 2, "second");   // the client retried it
-  Index filler = Command(s, 1, "first");
-  Expect(early, 1, "early");
-  Expect(retry, 1, "retry");
-  Expect(filler, 1, "filler");
+  Command(s, 1, "a");
   CommitAll();
-  std::vector<std::string> got = journal_.Take();
-  // All three ran at the filler: that is the index the client orders by.
-  EXPECT_EQ(got, (std::vector<std::string>{absl::StrCat("filler: ok at ", filler, " events<=0"),
-                                           absl::StrCat("retry: ok at ", filler, " events<=0"),
-                                           absl::StrCat("early: ok at ", filler, " events<=0")}));
+  auto waiting = Query(s, /*sequence=*/2);  // command 2 was submitted before it
+  // A query that needs no command of its session, queued after it: once it
+  // is answered, the first one was tried too.
+  auto free = Query(s, /*sequence=*/1);
+  ASSERT_EQ(free.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(*codec::DecodeResult<Said>(*free.get().result), 1);
+  EXPECT_EQ(waiting.wait_for(0s), std::future_status::timeout) << "it ran before its session's command 2";
+  Command(s, 2, "b");
+  CommitAll();
+  ASSERT_EQ(waiting.wait_for(10s), std::future_status::ready);
+  Outcome o = waiting.get();
+  ASSERT_TRUE(o.result.ok()) << o.result.status();
+  EXPECT_EQ(*codec::DecodeResult<Said>(*o.result), 2) << "it must see command 2";
+}
+
+TEST_F(ApplyLoopTest, AQueryWhoseSessionsCommandsNeverArriveFailsUnavailableInBoundedTime) {
+  loop_->SetQueryWaitTimeout(50ms);
+  uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
+  CommitAll();
+  auto waiting = Query(s, /*sequence=*/5);
+  ASSERT_EQ(waiting.wait_for(10s), std::future_status::ready);
+  absl::Status status = waiting.get().result.status();
+  EXPECT_TRUE(absl::IsUnavailable(status)) << status;
+  EXPECT_NE(status.message().find("command 5 of session"), std::string::npos) << status;
+}
+
+TEST_F(ApplyLoopTest, AQueryOfASessionThisServerHasNotAppliedYetWaitsForItsRegister) {
+  auto waiting = Query(/*session=*/1, /*sequence=*/1);
+  uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
+  ASSERT_EQ(s, 1u);
+  CommitAll();
+  EXPECT_EQ(Query(s, 0).wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(waiting.wait_for(0s), std::future_status::timeout);
+  Command(s, 1, "a");
+  CommitAll();
+  ASSERT_EQ(waiting.wait_for(10s), std::future_status::ready);
+  EXPECT_EQ(*codec::DecodeResult<Said>(*waiting.get().result), 1);
+}
+
+TEST_F(ApplyLoopTest, AppliedSequenceFollowsTheSessionsAppliedCommands) {
+  uint64_t s = Append(EntryType::kRegister, serialization::EncodeRegisterEntry({"c", 1000}));
+  Command(s, 1, "a");
+  Command(s, 2, "b");
+  CommitAll();
+  EXPECT_TRUE(Eventually([&] { return loop_->AppliedSequence(s) == 2; }));
+  Append(EntryType::kUnregister, serialization::EncodeUnregisterEntry({s, false}));
+  CommitAll();
+  EXPECT_TRUE(Eventually([&] { return loop_->AppliedSequence(s) == 0; })) << "a closed session has no sequence";
 }
 
 TEST_F(ApplyLoopTest, ARetryOfAnAppliedCommandReportsWhereTheCommandRan) {

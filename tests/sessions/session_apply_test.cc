@@ -104,45 +104,59 @@ TEST_F(SessionApplyTest, ARetriedCommandIsAppliedOnceAndAnsweredFromTheCache) {
   EXPECT_TRUE(runner_->tracker().IsReleased(retry[0].index)) << "a duplicate entry holds no state";
 }
 
-TEST_F(SessionApplyTest, EarlyCommandsWaitForTheGapAndRunInSequenceOrder) {
+// Copycat: a commit's index "is guaranteed to be unique and monotonically
+// increasing", and commands are applied "in strict order on all servers". The
+// leader sequences a session's commands before they enter the log; a command
+// that nonetheless reaches the log ahead of its predecessor is refused and
+// never runs below an index already applied.
+TEST_F(SessionApplyTest, AnEarlyCommandIsRefusedAndNeverRunsBelowAnAppliedIndex) {
   uint64_t s = Register(0);
   auto third = Submit(1, s, 3, Incr{.by = 100});
   auto second = Submit(2, s, 2, Incr{.by = 10});
-  EXPECT_TRUE(third.empty());
-  EXPECT_TRUE(second.empty());
+  ASSERT_EQ(third.size(), 1u);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_TRUE(absl::IsAborted(third[0].result.status())) << third[0].result.status();
+  EXPECT_TRUE(absl::IsAborted(second[0].result.status())) << second[0].result.status();
   EXPECT_EQ(counter_->applications, 0);
-  Index third_index = s + 1, second_index = s + 2;
-  EXPECT_FALSE(runner_->tracker().IsReleased(third_index)) << "a held command must stay in the log";
-  auto first = Submit(3, s, 1, Incr{.by = 1});
-  ASSERT_EQ(first.size(), 3u);
-  EXPECT_EQ(Value(first[0]), 1);
-  EXPECT_EQ(first[1].index, second_index);
-  EXPECT_EQ(Value(first[1]), 11);
-  EXPECT_EQ(first[2].index, third_index);
-  EXPECT_EQ(Value(first[2]), 111);
+  EXPECT_TRUE(runner_->tracker().IsReleased(s + 1)) << "a refused command holds nothing";
+  // The retries, in order, run at their own (increasing) indexes.
+  Index first_index = Next();
+  EXPECT_EQ(Value(Submit(3, s, 1, Incr{.by = 1})[0]), 1);
+  EXPECT_EQ(Value(Submit(4, s, 2, Incr{.by = 10})[0]), 11);
+  auto retried = Submit(5, s, 3, Incr{.by = 100});
+  EXPECT_EQ(Value(retried[0]), 111);
+  EXPECT_EQ(retried[0].index, first_index + 2);
+  EXPECT_EQ(counter_->applications, 3);
 }
 
-TEST_F(SessionApplyTest, HeldCommandsPublishAtTheIndexThatFilledTheGap) {
+// DESIGN.md section 6: a command's response completes after every event
+// published before it, and its own events follow its response. With commands
+// run at their own index, a command's events are at its own index.
+TEST_F(SessionApplyTest, EachCommandPublishesAtItsOwnIndexAfterTheBatchesBeforeIt) {
   uint64_t s = Register(0);
   Submit(1, s, 1, Shout{.words = {"a"}});
-  Index first_batch = s + 1;
-  auto early = Submit(2, s, 3, Shout{.words = {"c"}});  // held: 2 is missing
-  EXPECT_TRUE(early.empty());
-  auto gap = Submit(3, s, 2, Shout{.words = {"b"}});
-  Index filler = s + 3;
-  ASSERT_EQ(gap.size(), 2u);
-  // Both wait for the batch published before them, and both precede the
-  // batch at the filling index, which holds the events of both.
-  EXPECT_EQ(gap[0].event_index, first_batch);
-  EXPECT_EQ(gap[1].event_index, first_batch);
+  Index first = runner_->applied();
+  auto early = Submit(2, s, 3, Shout{.words = {"c"}});  // refused: 2 is missing
+  ASSERT_EQ(early.size(), 1u);
+  EXPECT_TRUE(absl::IsAborted(early[0].result.status()));
+  EXPECT_TRUE(runner_->TakePublished().empty()) << "a refused command publishes nothing";
+  auto second = Submit(3, s, 2, Shout{.words = {"b"}});
+  Index second_index = runner_->applied();
+  auto third = Submit(4, s, 3, Shout{.words = {"c"}});
+  Index third_index = runner_->applied();
+  ASSERT_EQ(second.size(), 1u);
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_EQ(second[0].event_index, first);
+  EXPECT_EQ(third[0].event_index, second_index);
   auto batches = runner_->sessions().EventsAfter(s, 0);
-  ASSERT_EQ(batches.size(), 2u);
-  EXPECT_EQ(batches[1].index, filler);
-  EXPECT_EQ(batches[1].previous, first_batch);
-  ASSERT_EQ(batches[1].events.size(), 2u);
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[1].index, second_index);
+  EXPECT_EQ(batches[1].previous, first);
+  EXPECT_EQ(batches[2].index, third_index);
+  EXPECT_EQ(batches[2].previous, second_index);
   std::vector<std::pair<uint64_t, Index>> published = runner_->TakePublished();
   ASSERT_EQ(published.size(), 1u);
-  EXPECT_EQ(published[0], std::make_pair(s, filler));
+  EXPECT_EQ(published[0], std::make_pair(s, third_index));
 }
 
 TEST_F(SessionApplyTest, AKeepAliveAnswersWhichOfItsSessionsAreNotOpen) {
@@ -273,31 +287,6 @@ TEST_F(SessionApplyTest, PublishingWithoutASessionIsAnError) {
 TEST_F(SessionApplyTest, NextDeadlineIsTheEarliestExpiry) {
   Register(10 * kMs, 100);
   EXPECT_EQ(runner_->NextDeadline(), 110 * kMs);
-}
-
-}  // namespace
-}  // namespace caracal::server
-
-namespace caracal::server {
-namespace {
-
-TEST_F(SessionApplyTest, CommandsHeldBackWhenTheSessionEndsAreAnsweredSessionNotOpen) {
-  uint64_t s = Register(0);
-  EXPECT_TRUE(Submit(1, s, 3, Incr{}).empty());  // held: 1 and 2 are missing
-  Index held = runner_->applied();
-  EXPECT_TRUE(Submit(2, s, 3, Incr{}).empty());  // a retry of it, also waiting
-  Index retry = runner_->applied();
-  auto r = runner_->ApplyEntry(Entry{Next(), 1, 3, EntryType::kUnregister,
-                                     Bytes(serialization::EncodeUnregisterEntry({s, false}))});
-  Index unregister = runner_->applied();
-  ASSERT_EQ(r.size(), 3u);
-  EXPECT_EQ(r[0].index, retry);
-  EXPECT_EQ(r[1].index, held);
-  for (int i = 0; i < 2; ++i) EXPECT_TRUE(absl::IsUnauthenticated(r[i].result.status())) << r[i].result.status();
-  EXPECT_EQ(r[2].index, unregister);
-  EXPECT_TRUE(r[2].result.ok()) << r[2].result.status();
-  EXPECT_EQ(counter_->applications, 0) << "a held command never ran";
-  EXPECT_TRUE(runner_->tracker().IsReleased(held));
 }
 
 }  // namespace

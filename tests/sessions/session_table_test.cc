@@ -65,22 +65,6 @@ TEST(SessionTableTest, CommandsAreClassifiedBySequence) {
   EXPECT_EQ(t.Classify(1, 2), SessionTable::Order::kNext);
 }
 
-TEST(SessionTableTest, HeldCommandsComeOutInSequenceOrder) {
-  SessionTable t;
-  t.Register(1, 0, "c", kSecond);
-  t.Hold(1, 3, HeldCommand{12, 1, 0, "third", {}});
-  t.Hold(1, 2, HeldCommand{11, 1, 0, "second", {}});
-  t.Hold(1, 2, HeldCommand{15, 1, 0, "retry of second", {}});  // the first copy wins
-  EXPECT_FALSE(t.TakeNextHeld(1).has_value()) << "sequence 1 has not been applied";
-  t.RecordResponse(1, 1, CachedResponse{10, Bytes(std::string("r1")), 0});
-  auto next = t.TakeNextHeld(1);
-  ASSERT_TRUE(next.has_value());
-  EXPECT_EQ(next->first, 2u);
-  EXPECT_EQ(next->second.operation, "second");
-  t.RecordResponse(1, 2, CachedResponse{11, Bytes(std::string("r2")), 0});
-  EXPECT_EQ(t.TakeNextHeld(1)->second.index, 12u);
-}
-
 TEST(SessionTableTest, DuplicatesAreAnsweredFromTheCacheUntilAcknowledged) {
   SessionTable t;
   t.Register(1, 0, "c", kSecond);

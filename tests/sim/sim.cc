@@ -178,8 +178,7 @@ std::string ResponseText(const absl::StatusOr<Bytes>& r) {
 // What applying one log item produced.
 struct AppliedItem {
   // Compared between servers and with the replay: the response for the
-  // item's own index, then (when there are any) the other responses it
-  // produced (held-back commands it let run) and the event indexes.
+  // item's own index, with its event index.
   std::string response;
   uint64_t fired = 0;  // timers fired applying it
   std::vector<server::StateMachineRunner::Response> responses;
@@ -197,9 +196,7 @@ AppliedItem ApplyItem(server::StateMachineRunner& runner, const SimDisk::Item& i
   } else {
     out.responses = runner.ApplyEntry(entry);
     out.published = runner.TakePublished();
-    // As StateMachineRunner::Apply answers.
-    absl::StatusOr<Bytes> own = absl::UnavailableError(absl::StrCat(
-        "the command at index ", entry.index, " is held back until its session's earlier commands arrive"));
+    absl::StatusOr<Bytes> own = absl::InternalError(absl::StrCat("no response for index ", entry.index));
     std::string others;
     for (const auto& r : out.responses) {
       if (r.index == entry.index) {

@@ -11,12 +11,21 @@
 //   auto put = (*client)->Submit(kv::Put{.key = "a", .value = "1"});   // a future
 //   (*client)->OnEvent<lock::Granted>("granted", [](lock::Granted g) { ... });
 //
-// Semantics (DESIGN.md sections 4, 6 and 11):
+// Semantics (DESIGN.md sections 4, 6 and 11; Copycat's promises):
 //   * Commands are numbered per session (1, 2, ...) and may be pipelined:
-//     many in flight, completed in submission order. A command whose
-//     server fails is retried, with the same number, on another server;
-//     the cluster applies it exactly once and answers a retry from its
-//     response cache.
+//     many in flight. A command whose server fails is retried, with the same
+//     number, on another server; the cluster applies it exactly once and
+//     answers a retry from its response cache.
+//   * A session's commands enter the log in the order they were submitted
+//     (the leader sequences them), so on every server they are applied in
+//     that order and each handler sees a strictly increasing commit index.
+//   * A query sees the effects of every command its session submitted before
+//     it, at every consistency level (the server runs it only once those
+//     commands are applied there), without waiting for their responses.
+//   * Everything a session submits completes in submission order: a
+//     callback (or future) of a command or query runs after those of
+//     everything submitted before it. (When the session is lost, its
+//     pending commands fail at once; pending queries go on in a new session.)
 //   * Events published to this session are delivered exactly once, in
 //     index order, across failovers: a response for the command at index i
 //     completes after every event published at an index < i, and the events

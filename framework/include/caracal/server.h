@@ -17,9 +17,14 @@
 // fsyncs), one state machine thread. User code never delays heartbeats.
 //
 // The Submit* functions are thread-safe and return futures; they are what
-// the client protocol and the embedded mode use. Commands must reach the
-// leader (a follower answers FailedPrecondition naming the leader);
-// SEQUENTIAL queries are answered by any server.
+// the embedded mode uses (remote applications use caracal::Client). Commands
+// must reach the leader: a follower answers FailedPrecondition naming the
+// leader, and does not forward the command. Forwarding would not make a
+// command submitted here safe to retry: without a session (id 0) nothing
+// deduplicates it, so a caller that retried after a lost forward could apply
+// it twice. caracal::Client finds the leader itself and retries under its
+// session's sequence numbers (exactly once); EmbeddedCluster submits to its
+// current leader. SEQUENTIAL queries are answered by any server.
 
 #include <chrono>
 #include <cstdint>
@@ -121,7 +126,10 @@ class Server {
   uint16_t port() const;
 
   // Encoded operations (caracal::codec::EncodeOperation) in, encoded results
-  // out.
+  // out. A command with a session goes into the log as given, without the
+  // leader's sequencing that client requests get: submit a session's
+  // commands in sequence order (one that reaches the log ahead of its
+  // predecessor fails with Aborted and is not applied).
   std::future<absl::StatusOr<std::string>> SubmitCommand(std::string operation, uint64_t session = 0,
                                                          uint64_t sequence = 0);
   std::future<absl::StatusOr<std::string>> SubmitQuery(std::string operation, Consistency consistency,
