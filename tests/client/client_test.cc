@@ -44,6 +44,47 @@ TEST(ClientTest, PipelinedCommandsCompleteInOrderAndQueriesSeeThem) {
   EXPECT_EQ((*client)->state(), ClientState::kClosed);
 }
 
+// Copycat: a session's queries are sequenced after the commands it submitted
+// before them, at every consistency level, and everything a session submits
+// completes in submission order. Nothing here waits for a response before
+// submitting the query that must see it.
+void PipelinedQueriesSeeEarlierCommands(ConnectionStrategy strategy) {
+  TcpCluster cluster;
+  Journal journal;
+  auto client = ClientFor(cluster).WithConnectionStrategy(strategy).Connect();
+  ASSERT_TRUE(client.ok()) << client.status();
+  constexpr int kPairs = 150;
+  const Consistency levels[] = {Consistency::kLinearizable, Consistency::kLinearizableLease,
+                                Consistency::kSequential};
+  for (int i = 1; i <= kPairs; ++i) {
+    (*client)->Submit(Add{.amount = 1, .id = static_cast<uint64_t>(i)}, [&, i](absl::StatusOr<int64_t> r) {
+      journal.Add(r.ok() ? absl::StrCat("add ", i, ": ", *r) : r.status().ToString());
+    });
+    Consistency level = levels[i % 3];
+    (*client)->Submit(Total{}, level, [&, i, level](absl::StatusOr<int64_t> r) {
+      // It must count every Add submitted before it: i of them, at least.
+      journal.Add(!r.ok()          ? r.status().ToString()
+                  : *r >= i        ? absl::StrCat("total ", i, ": ok")
+                                   : absl::StrCat("total ", i, " at level ", static_cast<int>(level), ": saw ", *r));
+    });
+  }
+  ASSERT_TRUE(journal.WaitFor(2 * kPairs));
+  std::vector<std::string> expected;
+  for (int i = 1; i <= kPairs; ++i) {
+    expected.push_back(absl::StrCat("add ", i, ": ", i));
+    expected.push_back(absl::StrCat("total ", i, ": ok"));
+  }
+  EXPECT_EQ(journal.entries, expected);
+}
+
+TEST(ClientTest, PipelinedQueriesSeeTheirSessionsEarlierCommandsAndCompleteInOrder) {
+  PipelinedQueriesSeeEarlierCommands(ConnectionStrategy::kLeader);
+}
+
+TEST(ClientTest, PipelinedSequentialQueriesOnFollowersSeeTheirSessionsEarlierCommands) {
+  PipelinedQueriesSeeEarlierCommands(ConnectionStrategy::kFollowers);
+}
+
 TEST(ClientTest, EventsFollowTheirCommandsResponseAndPrecedeTheNext) {
   TcpCluster cluster;
   Journal journal;

@@ -396,8 +396,8 @@ void StateMachineScripts(const fs::path& root) {
                         .str());
   c.Add("kv-sequencing", Script(0)
                              .Register("client", 5000)
-                             .Command(1, 2, PutOp("x", "2"))  // early: held back
-                             .Command(1, 1, PutOp("x", "1"))  // fills the gap
+                             .Command(1, 2, PutOp("x", "2"))  // early: refused
+                             .Command(1, 1, PutOp("x", "1"))  // runs
                              .Command(1, 1, PutOp("x", "1"))  // a retry: from the cache
                              .Hole()
                              .CommandRaw(s::EncodeCommandEntry(99, 1, PutOp("y", "1")))  // unknown session

@@ -21,10 +21,10 @@
 // Chunks are a u16 length and that many bytes; everything past the end of the
 // input reads as zeros. Log time never goes backwards, as Raft guarantees.
 //
-// Properties: nothing crashes, leaks or hangs; every entry is answered (or
-// held back for sequencing); and two runners fed the same entries give the
-// same responses, publish the same events and end in the same state
-// (determinism is what keeps replicas equal).
+// Properties: nothing crashes, leaks or hangs; every entry is answered (an
+// early command is refused, never held); and two runners fed the same
+// entries give the same responses, publish the same events and end in the
+// same state (determinism is what keeps replicas equal).
 
 #include <cstdint>
 #include <cstdlib>
