@@ -1,6 +1,7 @@
 // The state machine API, driven synchronously through StateMachineRunner with
 // hand-built log entries: Commit semantics and release tracking, log-time
-// timers, errors that change nothing, leader side effects and role hooks.
+// timers (move-only callables among them), errors that change nothing (and
+// what a query may not do), leader side effects and role hooks.
 
 #include <limits>
 #include <chrono>
@@ -109,9 +110,36 @@ struct EffectOp : Command<void> {  // asks for a leader side effect
   CARACAL_FIELDS(tag)
 };
 
+// Copycat's TTL pattern: schedules a one-shot timer that owns this command's
+// Commit (a move-only capture) and releases it when it fires, recording
+// "tag@index/now".
+struct HoldOp : Command<void> {
+  static constexpr std::string_view kName = "test.hold";
+  std::string tag;
+  int64_t delay_us = 0;
+  CARACAL_FIELDS(tag, delay_us)
+};
+
+// A periodic timer whose callable owns a counter (a unique_ptr: move-only),
+// recording "tag#run" each time it runs.
+struct CountOp : Command<void> {
+  static constexpr std::string_view kName = "test.count";
+  std::string tag;
+  int64_t interval_us = 0;
+  CARACAL_FIELDS(tag, interval_us)
+};
+
+// Each tries one thing a query may not do.
 struct ScheduleFromQuery : Query<int64_t> {
   static constexpr std::string_view kName = "test.query_schedules";
-  CARACAL_FIELDS()
+  bool periodic = false;
+  CARACAL_FIELDS(periodic)
+};
+
+struct CancelFromQuery : Query<int64_t> {
+  static constexpr std::string_view kName = "test.query_cancels";
+  std::string tag;
+  CARACAL_FIELDS(tag)
 };
 
 struct EffectFromQuery : Query<int64_t> {
@@ -147,8 +175,11 @@ class TestStateMachine : public StateMachine {
     executor.Register<DescribeOp>(this, &TestStateMachine::OnDescribe);
     executor.Register<ThrowOp>(this, &TestStateMachine::OnThrow);
     executor.Register<EffectOp>(this, &TestStateMachine::OnEffect);
+    executor.Register<HoldOp>(this, &TestStateMachine::OnHold);
+    executor.Register<CountOp>(this, &TestStateMachine::OnCount);
     executor.Register<ScheduleFromQuery>(this, &TestStateMachine::OnScheduleFromQuery);
     executor.Register<EffectFromQuery>(this, &TestStateMachine::OnEffectFromQuery);
+    executor.Register<CancelFromQuery>(this, &TestStateMachine::OnCancelFromQuery);
   }
 
   void OnBecomeLeader(Term term) override { observed_->roles.push_back(absl::StrCat("leader:", term)); }
@@ -203,12 +234,39 @@ class TestStateMachine : public StateMachine {
   }
 
   void OnEffect(Commit<EffectOp> commit) {
-    std::string tag = commit->tag;
-    executor_->LeaderSideEffect([this, tag] { observed_->effects.push_back(tag); });
+    auto tag = std::make_unique<std::string>(commit->tag);  // a move-only capture
+    executor_->LeaderSideEffect([this, tag = std::move(tag)] { observed_->effects.push_back(*tag); });
   }
 
-  int64_t OnScheduleFromQuery(Commit<ScheduleFromQuery>) {
-    executor_->Schedule(microseconds(10), [] {});
+  void OnHold(Commit<HoldOp> commit) {
+    std::string tag = commit->tag;
+    microseconds delay(commit->delay_us);
+    timers_[tag] = executor_->Schedule(delay, [this, tag, commit = std::move(commit)]() mutable {
+      observed_->fired.push_back(
+          absl::StrCat(tag, "@", executor_->index(), "/", executor_->now().time_since_epoch().count()));
+      commit.release();
+    });
+  }
+
+  void OnCount(Commit<CountOp> commit) {
+    std::string tag = commit->tag;
+    microseconds interval(commit->interval_us);
+    timers_[tag] = executor_->Schedule(interval, interval, [this, tag, runs = std::make_unique<int>(0)] {
+      observed_->fired.push_back(absl::StrCat(tag, "#", ++*runs));
+    });
+  }
+
+  int64_t OnScheduleFromQuery(Commit<ScheduleFromQuery> commit) {
+    if (commit->periodic) {
+      executor_->Schedule(microseconds(10), microseconds(10), [] {});
+    } else {
+      executor_->Schedule(microseconds(10), [] {});
+    }
+    return 1;
+  }
+
+  int64_t OnCancelFromQuery(Commit<CancelFromQuery> commit) {
+    if (auto it = timers_.find(commit->tag); it != timers_.end()) it->second.Cancel();
     return 1;
   }
 
@@ -553,6 +611,43 @@ TEST_F(ExecutorTest, TimerCanScheduleAnotherTimer) {
   EXPECT_EQ(observed_.fired.back(), "b@6/6010");
 }
 
+TEST_F(ExecutorTest, ATimerMayOwnAMoveOnlyCommitAndReleaseItWhenItFires) {
+  // Copycat's TTL pattern (reference/copycat-state-machines.txt, "Handling
+  // Time-to-live Commands"): the scheduled callback holds the commit.
+  Run(1'000, HoldOp{.tag = "ttl", .delay_us = 500});  // index 1, deadline 1500
+  Run(1'499, FiredOp{});                               // index 2: not yet due
+  EXPECT_FALSE(tracker().IsReleased(1));
+  Run(1'500, FiredOp{});                               // index 3 fires it
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"ttl@3/1500"});
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_EQ(tracker().live(), 0u);
+}
+
+TEST_F(ExecutorTest, CancellingATimerDestroysItsCallableAndWhatItOwnsAtOnce) {
+  Run(1'000, HoldOp{.tag = "ttl", .delay_us = 500});  // index 1
+  Run(1'000, HoldOp{.tag = "other", .delay_us = 500});  // index 2
+  EXPECT_EQ(runner_->executor().pending_timers(), 2u);
+  EXPECT_TRUE(Run(1'100, CancelOp{.tag = "ttl"}));  // index 3
+  // Released by the cancel, not when the deadline would have come.
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_FALSE(tracker().IsReleased(2));
+  EXPECT_EQ(runner_->executor().pending_timers(), 1u);
+  EXPECT_FALSE(Run(1'200, CancelOp{.tag = "ttl"})) << "cancelled: no longer active";
+  Run(5'000, FiredOp{});
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"other@5/1500"});
+  EXPECT_EQ(runner_->executor().pending_timers(), 0u);
+  EXPECT_EQ(runner_->NextDeadline(), std::nullopt) << "an idle leader has no deadline to wake up for";
+}
+
+TEST_F(ExecutorTest, APeriodicTimerRunsTheSameCallableEachTime) {
+  Run(1'000, CountOp{.tag = "c", .interval_us = 100});  // its callable owns a unique_ptr counter
+  Run(1'350, FiredOp{});
+  EXPECT_EQ(observed_.fired, (std::vector<std::string>{"c#1", "c#2", "c#3"}));
+  EXPECT_TRUE(Run(1'360, CancelOp{.tag = "c"}));
+  Run(2'000, FiredOp{});
+  EXPECT_EQ(observed_.fired.size(), 3u);
+}
+
 // ================================================================ errors
 
 class ExecutorErrorTest : public ExecutorTest {
@@ -670,6 +765,26 @@ TEST_F(ExecutorErrorTest, SchedulingFromAQueryIsAnErrorToTheCaller) {
   EXPECT_TRUE(Contains(r.status(), "Executor::Schedule")) << r.status();
   EXPECT_TRUE(Contains(r.status(), "test.query_schedules")) << r.status();
   ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, SchedulingAPeriodicTimerFromAQueryIsAnErrorToTheCaller) {
+  absl::StatusOr<int64_t> r = Query(ScheduleFromQuery{.periodic = true});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "Executor::Schedule")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.query_schedules")) << r.status();
+  ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, CancellingATimerFromAQueryIsAnErrorAndTheTimerStillFires) {
+  absl::StatusOr<int64_t> r = Query(CancelFromQuery{.tag = "t"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "Scheduled::Cancel")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.query_cancels")) << r.status();
+  ExpectNothingChanged(2);
+  Run(1'001'001, FiredOp{});  // the deadline of the timer SetUp scheduled
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"t@3/1001001"});
 }
 
 TEST_F(ExecutorErrorTest, LeaderSideEffectFromAQueryIsAnErrorToTheCaller) {
