@@ -46,6 +46,8 @@ Time Executor::now() const { return Time(std::chrono::microseconds(impl_->time()
 
 Index Executor::index() const { return impl_->index(); }
 
+std::vector<Session> Executor::sessions() const { return impl_->Sessions(); }
+
 void Executor::LeaderSideEffect(absl::AnyInvocable<void()> fn) { impl_->LeaderSideEffect(std::move(fn)); }
 
 void Session::PublishBytes(std::string_view name, std::string payload) const {

@@ -91,6 +91,11 @@ class ExecutorImpl : public SessionSink {
   void LeaderSideEffect(absl::AnyInvocable<void()> fn);
   void CheckMayChangeState(const char* what) const;
 
+  // Executor::sessions(): the runner lists its open sessions, in id order.
+  using SessionsFn = std::function<std::vector<Session>()>;
+  void SetSessions(SessionsFn fn) { sessions_ = std::move(fn); }
+  std::vector<Session> Sessions() const { return sessions_ ? sessions_() : std::vector<Session>{}; }
+
   // Session::Publish lands here; the runner decides where events go.
   using PublishFn = std::function<void(uint64_t session, Index index, std::string name, std::string payload)>;
   void SetPublisher(PublishFn fn) { publisher_ = std::move(fn); }
@@ -128,6 +133,7 @@ class ExecutorImpl : public SessionSink {
   codec::internal::ParsedMessage query_message_;
   std::vector<absl::AnyInvocable<void()>> side_effects_;
   PublishFn publisher_;
+  SessionsFn sessions_;
 };
 
 }  // namespace internal

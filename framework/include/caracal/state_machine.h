@@ -35,6 +35,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
@@ -89,10 +90,11 @@ class Session {
   // command (or a timer or session callback). Events belong to the current
   // index and are kept on every server until the client acknowledges them;
   // the client receives each exactly once, in order, after the response to
-  // the command that published them. Publishing to a session that is not
-  // open (or to id 0, a command without a session) throws std::logic_error,
-  // and so does publishing from a query (see Executor): the caller gets it
-  // as an error.
+  // the command that published them. Any open session may be published to
+  // (Executor::sessions() lists them), not only the caller's. Publishing to
+  // a session that is not open (or to id 0, a command without a session)
+  // throws std::logic_error, and so does publishing from a query (see
+  // Executor): the caller gets it as an error.
   template <typename E>
   void Publish(std::string_view name, const E& event) const {
     PublishBytes(name, codec::ToBytes(event));
@@ -206,8 +208,8 @@ class Scheduled {
   std::shared_ptr<State> state_;
 };
 
-// Binds operation types to handlers and schedules deterministic callbacks.
-// Register in StateMachine::Configure.
+// Binds operation types to handlers, schedules deterministic callbacks and
+// lists the open sessions. Register in StateMachine::Configure.
 //
 // What a query may not do. A query runs on one server, outside the log, so
 // it must not change state. While one runs, everything that would is
@@ -260,6 +262,14 @@ class Executor {
   // Log time and index of what is being applied (a command, a timer, a query).
   Time now() const;
   Index index() const;
+
+  // The open sessions, in id order (the order they registered), each able to
+  // Publish: a command, timer or session callback can notify sessions other
+  // than its caller's (a watch, a lock hand-over) without keeping a registry
+  // of its own. Every server lists the same sessions at the same index. A
+  // session is listed from its Register entry on (so already in OnRegister)
+  // until it is unregistered or expired (so no longer in OnClose).
+  std::vector<Session> sessions() const;
 
   // *Non-deterministic.* Runs `fn` after the current command is applied, and
   // only on the server that was leader when it was committed (the one that
