@@ -40,24 +40,36 @@ std::optional<std::string> KvStateMachine::Set(const std::string& key, std::stri
   Value& v = it->second;
   if (!inserted) {
     previous = std::move(v.value);
-    v.expiry.Cancel();
-    Value replaced = std::exchange(v, Value{});  // releases the Put that wrote the old value
+    v.expiry.Cancel();                           // destroys a TTL's expiry, releasing its Put
+    Value replaced = std::exchange(v, Value{});  // releases a Put without a TTL that wrote it
   }
   v.value = std::move(value);
   v.written_at = index;
-  if (put) v.put = std::move(*put);
   if (ttl_ms > 0) {
-    v.expiry = executor_->Schedule(std::chrono::milliseconds(ttl_ms), [this, key, index] {
-      auto it = map_.find(key);
-      if (it != map_.end() && it->second.written_at == index) {
-        map_.erase(it);
-        ++expirations_;
-        Notify(key, nullptr, executor_->index());
-      }
-    });
+    // Copycat's TTL pattern: the expiry, not the map, holds the Put. An
+    // overwrite or remove cancels it, which destroys it and so releases the
+    // Put; otherwise it releases the Put when the key expires.
+    assert(put.has_value());
+    v.expiry = executor_->Schedule(std::chrono::milliseconds(ttl_ms),
+                                   [this, key, index, commit = std::move(*put)]() mutable {
+                                     Expire(key, index);
+                                     commit.release();
+                                   });
+  } else if (put) {
+    v.put = std::move(*put);
   }
   Notify(key, &v.value, index);
   return previous;
+}
+
+void KvStateMachine::Expire(const std::string& key, Index written_at) {
+  auto it = map_.find(key);
+  // An overwrite or remove cancels the expiry: the key is still this Put's.
+  assert(it != map_.end() && it->second.written_at == written_at);
+  if (it == map_.end() || it->second.written_at != written_at) return;
+  map_.erase(it);
+  ++expirations_;
+  Notify(key, nullptr, executor_->index());
 }
 
 std::optional<std::string> KvStateMachine::Erase(const std::string& key, Index index) {

@@ -8,7 +8,9 @@
 // Each live key keeps the Commit of the Put that wrote it: the entry stays in
 // the log while it defines the value, and is released when the key is
 // overwritten, removed or expires — which is what lets the compactor drop
-// everything else.
+// everything else. A Put with a TTL is held by its expiry timer instead
+// (Copycat's TTL pattern): the timer releases it when it expires the key, and
+// cancelling the timer (overwrite, remove) destroys it, releasing the Put.
 //
 // Watches. Watch{prefix} registers the calling session's interest in every key
 // that starts with `prefix` (the empty prefix: every key). From then on each
@@ -134,12 +136,14 @@ class KvStateMachine : public StateMachine, public SessionListener {
   struct Value {
     std::string value;
     Index written_at = 0;
-    Commit<Put> put;          // holds the writing Put (if it was a Put)
-    Scheduled expiry;         // active while a TTL is pending
+    Commit<Put> put;          // holds the writing Put (if it was a Put without a TTL)
+    Scheduled expiry;         // active while a TTL is pending; its callback holds the Put
   };
   std::optional<std::string> Set(const std::string& key, std::string value, Index index, int64_t ttl_ms,
                                  std::optional<Commit<Put>> put);
   std::optional<std::string> Erase(const std::string& key, Index index);
+  // The TTL of the Put at `written_at` ran out: the key goes.
+  void Expire(const std::string& key, Index written_at);
   // Tells every session watching a prefix of `key` that it changed at `index`
   // (to *value; nullptr: removed).
   void Notify(const std::string& key, const std::string* value, Index index) const;

@@ -1,5 +1,6 @@
 #include "framework/server/executor_impl.h"
 
+#include <cassert>
 #include <exception>
 #include <stdexcept>
 
@@ -12,7 +13,12 @@ namespace caracal {
 // ---- Scheduled ----
 
 void Scheduled::Cancel() {
-  if (state_) state_->cancelled = true;
+  if (!state_) return;
+  if (state_->owner != nullptr) {
+    state_->owner->Cancel(*state_);
+  } else {
+    state_->cancelled = true;  // fired for good already, or its executor is gone
+  }
 }
 
 bool Scheduled::active() const { return state_ && !state_->cancelled && !state_->done; }
@@ -27,11 +33,11 @@ void Executor::ReleaseAt(void* impl, Index index) {
   static_cast<internal::ExecutorImpl*>(impl)->tracker().Release(index);
 }
 
-Scheduled Executor::Schedule(Duration delay, std::function<void()> fn) {
+Scheduled Executor::Schedule(Duration delay, absl::AnyInvocable<void()> fn) {
   return impl_->Schedule(delay.count(), 0, std::move(fn));
 }
 
-Scheduled Executor::Schedule(Duration initial, Duration interval, std::function<void()> fn) {
+Scheduled Executor::Schedule(Duration initial, Duration interval, absl::AnyInvocable<void()> fn) {
   if (interval.count() <= 0) throw std::invalid_argument("Executor::Schedule: the interval must be positive");
   return impl_->Schedule(initial.count(), interval.count(), std::move(fn));
 }
@@ -40,7 +46,9 @@ Time Executor::now() const { return Time(std::chrono::microseconds(impl_->time()
 
 Index Executor::index() const { return impl_->index(); }
 
-void Executor::LeaderSideEffect(std::function<void()> fn) { impl_->LeaderSideEffect(std::move(fn)); }
+std::vector<Session> Executor::sessions() const { return impl_->Sessions(); }
+
+void Executor::LeaderSideEffect(absl::AnyInvocable<void()> fn) { impl_->LeaderSideEffect(std::move(fn)); }
 
 void Session::PublishBytes(std::string_view name, std::string payload) const {
   if (sink_ == nullptr || id_ == 0) {
@@ -51,6 +59,12 @@ void Session::PublishBytes(std::string_view name, std::string payload) const {
 }
 
 namespace internal {
+
+ExecutorImpl::~ExecutorImpl() {
+  // Handles may outlive this executor: make them inert before the callables
+  // (and the commits they hold) go.
+  for (auto& [key, timer] : timers_) timer.state->owner = nullptr;
+}
 
 void ExecutorImpl::Publish(uint64_t session, std::string_view name, std::string payload) {
   CheckMayChangeState("Session::Publish");
@@ -73,7 +87,7 @@ void ExecutorImpl::CheckMayChangeState(const char* what) const {
   }
 }
 
-Scheduled ExecutorImpl::Schedule(LogTime delay, LogTime interval, std::function<void()> fn) {
+Scheduled ExecutorImpl::Schedule(LogTime delay, LogTime interval, absl::AnyInvocable<void()> fn) {
   CheckMayChangeState("Executor::Schedule");
   if (delay < 0) delay = 0;
   // Far beyond any real use, and far from overflowing log time (now + delay,
@@ -84,24 +98,40 @@ Scheduled ExecutorImpl::Schedule(LogTime delay, LogTime interval, std::function<
                                              std::max(delay, interval), " us)"));
   }
   auto state = std::make_shared<Scheduled::State>();
-  timers_.emplace(std::make_pair(time_ + delay, timer_sequence_++), Timer{interval, std::move(fn), state});
+  state->owner = this;
+  state->key = {time_ + delay, timer_sequence_++};
+  timers_.emplace(state->key, Timer{interval, std::move(fn), state});
   return Scheduled(state);
 }
 
-void ExecutorImpl::LeaderSideEffect(std::function<void()> fn) {
+void ExecutorImpl::Cancel(Scheduled::State& state) {
+  CheckMayChangeState("Scheduled::Cancel");
+  state.cancelled = true;
+  state.owner = nullptr;
+  // Not found while it runs (FireTimers took it out): FireTimers drops it
+  // when it returns. Otherwise the node, and the callable with everything it
+  // captured, is destroyed here, after the queue is consistent again (its
+  // destructors may cancel other timers).
+  auto node = timers_.extract(state.key);
+  assert(node.empty() || node.mapped().state.get() == &state);
+}
+
+void ExecutorImpl::LeaderSideEffect(absl::AnyInvocable<void()> fn) {
   CheckMayChangeState("Executor::LeaderSideEffect");
   side_effects_.push_back(std::move(fn));
 }
 
-std::vector<std::function<void()>> ExecutorImpl::TakeSideEffects() { return std::exchange(side_effects_, {}); }
+std::vector<absl::AnyInvocable<void()>> ExecutorImpl::TakeSideEffects() { return std::exchange(side_effects_, {}); }
 
 void ExecutorImpl::FireTimers(Index index, LogTime time) {
   index_ = index;
   while (!timers_.empty() && timers_.begin()->first.first <= time) {
+    // Out of the queue while it runs (Cancel() on it then only marks it);
+    // put back if periodic and still wanted, destroyed otherwise.
     auto node = timers_.extract(timers_.begin());
     LogTime deadline = node.key().first;
     Timer& timer = node.mapped();
-    if (timer.state->cancelled) continue;
+    assert(!timer.state->cancelled);  // Cancel() takes it out of the queue
     time_ = std::max(time_, deadline);
     current_operation_ = "timer";
     ++timers_fired_;
@@ -111,9 +141,12 @@ void ExecutorImpl::FireTimers(Index index, LogTime time) {
       spdlog::error("timer at log time {} (index {}) threw: {}", deadline, index, e.what());
     }
     if (timer.interval > 0 && !timer.state->cancelled) {
-      timers_.emplace(std::make_pair(deadline + timer.interval, timer_sequence_++), std::move(timer));
+      node.key() = {deadline + timer.interval, timer_sequence_++};
+      timer.state->key = node.key();
+      timers_.insert(std::move(node));
     } else {
       timer.state->done = true;
+      timer.state->owner = nullptr;
     }
   }
   time_ = std::max(time_, time);

@@ -7,6 +7,9 @@
 // Invariants:
 //   - time_ never decreases; timers fire in (deadline, creation) order, each
 //     before the first entry whose timestamp reaches its deadline;
+//   - timers_ holds exactly the timers that will still fire: a cancelled one
+//     is removed (and its callable destroyed) by Cancel(), so what it owns is
+//     released then; each queued timer's State names its key in timers_;
 //   - while a query runs, nothing may be scheduled or published (in_query_);
 //   - handlers_ is only changed during StateMachine::Configure.
 // State machine thread only.
@@ -20,16 +23,35 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "caracal/state_machine.h"
 #include "framework/common/types.h"
 #include "framework/server/release_tracker.h"
 
-namespace caracal::internal {
+namespace caracal {
+
+// What a Scheduled handle shares with the executor that queued it.
+struct Scheduled::State {
+  // The executor whose queue holds the timer; null once the timer will never
+  // fire again (fired for good, cancelled, or the executor is gone).
+  internal::ExecutorImpl* owner = nullptr;
+  std::pair<LogTime, uint64_t> key;  // (deadline, creation sequence) in owner's queue
+  bool cancelled = false;
+  bool done = false;
+};
+
+namespace internal {
 
 class ExecutorImpl : public SessionSink {
  public:
   explicit ExecutorImpl(server::ReleaseTracker* tracker) : tracker_(tracker), executor_(this) {}
+  // Destroys the pending timers' callables (releasing what they hold into
+  // the tracker, which must outlive this); handles still held elsewhere
+  // become inert.
+  ~ExecutorImpl() override;
+  ExecutorImpl(const ExecutorImpl&) = delete;
+  ExecutorImpl& operator=(const ExecutorImpl&) = delete;
 
   Executor& executor() { return executor_; }
   server::ReleaseTracker& tracker() { return *tracker_; }
@@ -49,7 +71,7 @@ class ExecutorImpl : public SessionSink {
   absl::StatusOr<std::string> RunQuery(uint64_t session, std::string_view operation);
 
   // Side effects the last command asked for (LeaderSideEffect).
-  std::vector<std::function<void()>> TakeSideEffects();
+  std::vector<absl::AnyInvocable<void()>> TakeSideEffects();
 
   Index index() const { return index_; }
   LogTime time() const { return time_; }
@@ -62,9 +84,17 @@ class ExecutorImpl : public SessionSink {
 
   // Executor's implementation.
   void AddHandler(std::string_view name, bool is_command, Executor::Handler handler);
-  Scheduled Schedule(LogTime delay, LogTime interval, std::function<void()> fn);
-  void LeaderSideEffect(std::function<void()> fn);
+  Scheduled Schedule(LogTime delay, LogTime interval, absl::AnyInvocable<void()> fn);
+  // Removes the timer from the queue and destroys its callable (unless it is
+  // running: then it is dropped when it returns).
+  void Cancel(Scheduled::State& state);
+  void LeaderSideEffect(absl::AnyInvocable<void()> fn);
   void CheckMayChangeState(const char* what) const;
+
+  // Executor::sessions(): the runner lists its open sessions, in id order.
+  using SessionsFn = std::function<std::vector<Session>()>;
+  void SetSessions(SessionsFn fn) { sessions_ = std::move(fn); }
+  std::vector<Session> Sessions() const { return sessions_ ? sessions_() : std::vector<Session>{}; }
 
   // Session::Publish lands here; the runner decides where events go.
   using PublishFn = std::function<void(uint64_t session, Index index, std::string name, std::string payload)>;
@@ -78,7 +108,7 @@ class ExecutorImpl : public SessionSink {
   };
   struct Timer {
     LogTime interval = 0;  // 0: one-shot
-    std::function<void()> fn;
+    absl::AnyInvocable<void()> fn;
     std::shared_ptr<Scheduled::State> state;
   };
   std::string KnownOperations() const;
@@ -97,10 +127,12 @@ class ExecutorImpl : public SessionSink {
   std::string current_operation_;
   codec::internal::ParsedMessage command_message_;  // reused by every command (parsed in place)
   codec::internal::ParsedMessage query_message_;
-  std::vector<std::function<void()>> side_effects_;
+  std::vector<absl::AnyInvocable<void()>> side_effects_;
   PublishFn publisher_;
+  SessionsFn sessions_;
 };
 
-}  // namespace caracal::internal
+}  // namespace internal
+}  // namespace caracal
 
 #endif  // CARACAL_FRAMEWORK_SERVER_EXECUTOR_IMPL_H_

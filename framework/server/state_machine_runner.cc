@@ -16,6 +16,13 @@ StateMachineRunner::StateMachineRunner(std::unique_ptr<StateMachine> state_machi
   executor_.SetPublisher([this](uint64_t session, Index index, std::string name, std::string payload) {
     OnPublish(session, index, std::move(name), std::move(payload));
   });
+  // Executor::sessions(): the session table's open sessions, in id order.
+  executor_.SetSessions([this] {
+    std::vector<Session> open;
+    open.reserve(sessions_.sessions().size());
+    for (const auto& [id, state] : sessions_.sessions()) open.emplace_back(id, &executor_);
+    return open;
+  });
   state_machine_->Configure(executor_.executor());
 }
 

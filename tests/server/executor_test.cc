@@ -1,6 +1,8 @@
 // The state machine API, driven synchronously through StateMachineRunner with
 // hand-built log entries: Commit semantics and release tracking, log-time
-// timers, errors that change nothing, leader side effects and role hooks.
+// timers (move-only callables among them), Executor::sessions(), errors that
+// change nothing (and what a query may not do), leader side effects and role
+// hooks.
 
 #include <limits>
 #include <chrono>
@@ -109,9 +111,50 @@ struct EffectOp : Command<void> {  // asks for a leader side effect
   CARACAL_FIELDS(tag)
 };
 
+// Copycat's TTL pattern: schedules a one-shot timer that owns this command's
+// Commit (a move-only capture) and releases it when it fires, recording
+// "tag@index/now".
+struct HoldOp : Command<void> {
+  static constexpr std::string_view kName = "test.hold";
+  std::string tag;
+  int64_t delay_us = 0;
+  CARACAL_FIELDS(tag, delay_us)
+};
+
+// A periodic timer whose callable owns a counter (a unique_ptr: move-only),
+// recording "tag#run" each time it runs.
+struct CountOp : Command<void> {
+  static constexpr std::string_view kName = "test.count";
+  std::string tag;
+  int64_t interval_us = 0;
+  CARACAL_FIELDS(tag, interval_us)
+};
+
+// Publishes `note` to every open session but the caller's, through
+// Executor::sessions(); returns the ids it listed ("1,2,").
+struct NotifyOthersOp : Command<std::string> {
+  static constexpr std::string_view kName = "test.notify_others";
+  std::string note;
+  CARACAL_FIELDS(note)
+};
+
+// Each tries one thing a query may not do.
 struct ScheduleFromQuery : Query<int64_t> {
   static constexpr std::string_view kName = "test.query_schedules";
-  CARACAL_FIELDS()
+  bool periodic = false;
+  CARACAL_FIELDS(periodic)
+};
+
+struct PublishFromQuery : Query<int64_t> {
+  static constexpr std::string_view kName = "test.query_publishes";
+  uint64_t to = 0;  // a session from Executor::sessions(); 0: the caller's own
+  CARACAL_FIELDS(to)
+};
+
+struct CancelFromQuery : Query<int64_t> {
+  static constexpr std::string_view kName = "test.query_cancels";
+  std::string tag;
+  CARACAL_FIELDS(tag)
 };
 
 struct EffectFromQuery : Query<int64_t> {
@@ -130,9 +173,16 @@ struct Observed {
   std::vector<std::string> fired;       // "tag@index/now"
   std::vector<std::string> effects;     // side effects that ran
   std::vector<std::string> roles;       // "leader:term", "follower:term:leader"
+  std::vector<std::string> listed;      // Executor::sessions() in OnRegister/OnClose: "register 2: 1,2,"
 };
 
-class TestStateMachine : public StateMachine {
+std::string Ids(const std::vector<Session>& sessions) {
+  std::string out;
+  for (const Session& s : sessions) absl::StrAppend(&out, s.id(), ",");
+  return out;
+}
+
+class TestStateMachine : public StateMachine, public SessionListener {
  public:
   explicit TestStateMachine(Observed* observed) : observed_(observed) {}
 
@@ -147,8 +197,20 @@ class TestStateMachine : public StateMachine {
     executor.Register<DescribeOp>(this, &TestStateMachine::OnDescribe);
     executor.Register<ThrowOp>(this, &TestStateMachine::OnThrow);
     executor.Register<EffectOp>(this, &TestStateMachine::OnEffect);
+    executor.Register<HoldOp>(this, &TestStateMachine::OnHold);
+    executor.Register<CountOp>(this, &TestStateMachine::OnCount);
+    executor.Register<NotifyOthersOp>(this, &TestStateMachine::OnNotifyOthers);
     executor.Register<ScheduleFromQuery>(this, &TestStateMachine::OnScheduleFromQuery);
     executor.Register<EffectFromQuery>(this, &TestStateMachine::OnEffectFromQuery);
+    executor.Register<PublishFromQuery>(this, &TestStateMachine::OnPublishFromQuery);
+    executor.Register<CancelFromQuery>(this, &TestStateMachine::OnCancelFromQuery);
+  }
+
+  void OnRegister(const Session& session) override {
+    observed_->listed.push_back(absl::StrCat("register ", session.id(), ": ", Ids(executor_->sessions())));
+  }
+  void OnClose(const Session& session) override {
+    observed_->listed.push_back(absl::StrCat("close ", session.id(), ": ", Ids(executor_->sessions())));
   }
 
   void OnBecomeLeader(Term term) override { observed_->roles.push_back(absl::StrCat("leader:", term)); }
@@ -203,12 +265,58 @@ class TestStateMachine : public StateMachine {
   }
 
   void OnEffect(Commit<EffectOp> commit) {
-    std::string tag = commit->tag;
-    executor_->LeaderSideEffect([this, tag] { observed_->effects.push_back(tag); });
+    auto tag = std::make_unique<std::string>(commit->tag);  // a move-only capture
+    executor_->LeaderSideEffect([this, tag = std::move(tag)] { observed_->effects.push_back(*tag); });
   }
 
-  int64_t OnScheduleFromQuery(Commit<ScheduleFromQuery>) {
-    executor_->Schedule(microseconds(10), [] {});
+  void OnHold(Commit<HoldOp> commit) {
+    std::string tag = commit->tag;
+    microseconds delay(commit->delay_us);
+    timers_[tag] = executor_->Schedule(delay, [this, tag, commit = std::move(commit)]() mutable {
+      observed_->fired.push_back(
+          absl::StrCat(tag, "@", executor_->index(), "/", executor_->now().time_since_epoch().count()));
+      commit.release();
+    });
+  }
+
+  void OnCount(Commit<CountOp> commit) {
+    std::string tag = commit->tag;
+    microseconds interval(commit->interval_us);
+    timers_[tag] = executor_->Schedule(interval, interval, [this, tag, runs = std::make_unique<int>(0)] {
+      observed_->fired.push_back(absl::StrCat(tag, "#", ++*runs));
+    });
+  }
+
+  std::string OnNotifyOthers(Commit<NotifyOthersOp> commit) {
+    std::vector<Session> open = executor_->sessions();
+    for (const Session& s : open) {
+      if (s.id() != commit.session().id()) s.Publish("test.note", commit->note);
+    }
+    return Ids(open);
+  }
+
+  int64_t OnScheduleFromQuery(Commit<ScheduleFromQuery> commit) {
+    if (commit->periodic) {
+      executor_->Schedule(microseconds(10), microseconds(10), [] {});
+    } else {
+      executor_->Schedule(microseconds(10), [] {});
+    }
+    return 1;
+  }
+
+  int64_t OnPublishFromQuery(Commit<PublishFromQuery> commit) {
+    if (commit->to == 0) {
+      commit.session().Publish("test.note", std::string("from a query"));
+      return 1;
+    }
+    for (const Session& s : executor_->sessions()) {
+      if (s.id() == commit->to) s.Publish("test.note", std::string("from a query"));
+    }
+    return 1;
+  }
+
+  int64_t OnCancelFromQuery(Commit<CancelFromQuery> commit) {
+    if (auto it = timers_.find(commit->tag); it != timers_.end()) it->second.Cancel();
     return 1;
   }
 
@@ -304,10 +412,46 @@ class ExecutorTest : public ::testing::Test {
   }
 
   template <QueryType Op>
-  absl::StatusOr<WireResultOf<Op>> Query(const Op& op) {
-    absl::StatusOr<std::string> bytes = runner_->Query(0, codec::EncodeOperation(op));
+  absl::StatusOr<WireResultOf<Op>> Query(const Op& op, uint64_t session = 0) {
+    absl::StatusOr<std::string> bytes = runner_->Query(session, codec::EncodeOperation(op));
     if (!bytes.ok()) return bytes.status();
     return codec::DecodeResult<Op>(*bytes);
+  }
+
+  // Opens a session with a Register entry at the next index; returns its id.
+  uint64_t OpenSession(LogTime time) {
+    Index index = runner_->applied() + 1;
+    EXPECT_TRUE(runner_
+                    ->Apply(Entry{index, 1, time, EntryType::kRegister,
+                                  Bytes(serialization::EncodeRegisterEntry({"client", 60'000}))})
+                    .ok());
+    return index;
+  }
+  void CloseSession(uint64_t session, LogTime time) {
+    EXPECT_TRUE(runner_
+                    ->Apply(Entry{runner_->applied() + 1, 1, time, EntryType::kUnregister,
+                                  Bytes(serialization::EncodeUnregisterEntry({session, false}))})
+                    .ok());
+  }
+  // Applies `op` as `session`'s next command.
+  template <CommandType Op>
+  WireResultOf<Op> RunAs(uint64_t session, LogTime time, const Op& op) {
+    absl::StatusOr<std::string> bytes =
+        runner_->Apply(CommandEntry(runner_->applied() + 1, time, op, /*term=*/1, session, ++sequences_[session]));
+    EXPECT_TRUE(bytes.ok()) << Op::kName << " from session " << session << ": " << bytes.status();
+    if (!bytes.ok()) return {};
+    return *codec::DecodeResult<Op>(*bytes);
+  }
+  // The "test.note" events stored for `session`, as "index:note".
+  std::vector<std::string> NotesFor(uint64_t session) const {
+    std::vector<std::string> out;
+    for (const EventBatch& batch : runner_->sessions().EventsAfter(session, 0)) {
+      for (const PublishedEvent& event : batch.events) {
+        EXPECT_EQ(event.name, "test.note");
+        out.push_back(absl::StrCat(batch.index, ":", *codec::FromBytes<std::string>(event.payload)));
+      }
+    }
+    return out;
   }
 
   // An entry that carries no command (Initialize, as a new leader commits).
@@ -322,6 +466,7 @@ class ExecutorTest : public ::testing::Test {
   Observed observed_;
   TestStateMachine* sm_ = nullptr;
   std::unique_ptr<StateMachineRunner> runner_;
+  std::map<uint64_t, uint64_t> sequences_;  // a session's last command sequence
 };
 
 bool Contains(const absl::Status& status, std::string_view text) {
@@ -553,6 +698,68 @@ TEST_F(ExecutorTest, TimerCanScheduleAnotherTimer) {
   EXPECT_EQ(observed_.fired.back(), "b@6/6010");
 }
 
+TEST_F(ExecutorTest, ATimerMayOwnAMoveOnlyCommitAndReleaseItWhenItFires) {
+  // Copycat's TTL pattern (reference/copycat-state-machines.txt, "Handling
+  // Time-to-live Commands"): the scheduled callback holds the commit.
+  Run(1'000, HoldOp{.tag = "ttl", .delay_us = 500});  // index 1, deadline 1500
+  Run(1'499, FiredOp{});                               // index 2: not yet due
+  EXPECT_FALSE(tracker().IsReleased(1));
+  Run(1'500, FiredOp{});                               // index 3 fires it
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"ttl@3/1500"});
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_EQ(tracker().live(), 0u);
+}
+
+TEST_F(ExecutorTest, CancellingATimerDestroysItsCallableAndWhatItOwnsAtOnce) {
+  Run(1'000, HoldOp{.tag = "ttl", .delay_us = 500});  // index 1
+  Run(1'000, HoldOp{.tag = "other", .delay_us = 500});  // index 2
+  EXPECT_EQ(runner_->executor().pending_timers(), 2u);
+  EXPECT_TRUE(Run(1'100, CancelOp{.tag = "ttl"}));  // index 3
+  // Released by the cancel, not when the deadline would have come.
+  EXPECT_TRUE(tracker().IsReleased(1));
+  EXPECT_FALSE(tracker().IsReleased(2));
+  EXPECT_EQ(runner_->executor().pending_timers(), 1u);
+  EXPECT_FALSE(Run(1'200, CancelOp{.tag = "ttl"})) << "cancelled: no longer active";
+  Run(5'000, FiredOp{});
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"other@5/1500"});
+  EXPECT_EQ(runner_->executor().pending_timers(), 0u);
+  EXPECT_EQ(runner_->NextDeadline(), std::nullopt) << "an idle leader has no deadline to wake up for";
+}
+
+TEST_F(ExecutorTest, APeriodicTimerRunsTheSameCallableEachTime) {
+  Run(1'000, CountOp{.tag = "c", .interval_us = 100});  // its callable owns a unique_ptr counter
+  Run(1'350, FiredOp{});
+  EXPECT_EQ(observed_.fired, (std::vector<std::string>{"c#1", "c#2", "c#3"}));
+  EXPECT_TRUE(Run(1'360, CancelOp{.tag = "c"}));
+  Run(2'000, FiredOp{});
+  EXPECT_EQ(observed_.fired.size(), 3u);
+}
+
+// ================================================================ sessions()
+
+TEST_F(ExecutorTest, SessionsListsTheOpenSessionsInIdOrderAndACommandMayPublishToAnyOfThem) {
+  uint64_t a = OpenSession(1'000), b = OpenSession(1'001), c = OpenSession(1'002);
+  ASSERT_EQ(std::vector<uint64_t>({a, b, c}), std::vector<uint64_t>({1, 2, 3}));
+
+  // b's command tells the others: their batches are stored at its index.
+  EXPECT_EQ(RunAs(b, 1'003, NotifyOthersOp{.note = "from b"}), "1,2,3,");
+  Index notified = runner_->applied();
+  EXPECT_EQ(NotesFor(a), std::vector<std::string>{absl::StrCat(notified, ":from b")});
+  EXPECT_EQ(NotesFor(c), std::vector<std::string>{absl::StrCat(notified, ":from b")});
+  EXPECT_TRUE(NotesFor(b).empty());
+
+  // A closed session is no longer listed (nor published to).
+  CloseSession(a, 1'004);
+  EXPECT_EQ(RunAs(c, 1'005, NotifyOthersOp{.note = "a left"}), "2,3,");
+  Index later = runner_->applied();
+  EXPECT_EQ(NotesFor(b), std::vector<std::string>{absl::StrCat(later, ":a left")});
+  EXPECT_EQ(NotesFor(c), std::vector<std::string>{absl::StrCat(notified, ":from b")});
+
+  // Listed from its Register entry on, and no longer in OnClose.
+  EXPECT_EQ(observed_.listed,
+            (std::vector<std::string>{"register 1: 1,", "register 2: 1,2,", "register 3: 1,2,3,", "close 1: 2,3,"}));
+}
+
 // ================================================================ errors
 
 class ExecutorErrorTest : public ExecutorTest {
@@ -670,6 +877,46 @@ TEST_F(ExecutorErrorTest, SchedulingFromAQueryIsAnErrorToTheCaller) {
   EXPECT_TRUE(Contains(r.status(), "Executor::Schedule")) << r.status();
   EXPECT_TRUE(Contains(r.status(), "test.query_schedules")) << r.status();
   ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, SchedulingAPeriodicTimerFromAQueryIsAnErrorToTheCaller) {
+  absl::StatusOr<int64_t> r = Query(ScheduleFromQuery{.periodic = true});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "Executor::Schedule")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.query_schedules")) << r.status();
+  ExpectNothingChanged(2);
+}
+
+TEST_F(ExecutorErrorTest, CancellingATimerFromAQueryIsAnErrorAndTheTimerStillFires) {
+  absl::StatusOr<int64_t> r = Query(CancelFromQuery{.tag = "t"});
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "Scheduled::Cancel")) << r.status();
+  EXPECT_TRUE(Contains(r.status(), "test.query_cancels")) << r.status();
+  ExpectNothingChanged(2);
+  Run(1'001'001, FiredOp{});  // the deadline of the timer SetUp scheduled
+  EXPECT_EQ(observed_.fired, std::vector<std::string>{"t@3/1001001"});
+}
+
+TEST_F(ExecutorTest, PublishingFromAQueryIsAnErrorToTheCallerAndStoresNothing) {
+  uint64_t a = OpenSession(1'000), b = OpenSession(1'001);
+  const std::string sessions_before = runner_->sessions().Digest();
+  const size_t live = tracker().live();
+  // To the caller's own session, and to another found through sessions()
+  // (which a query may list), with and without a session of its own.
+  for (auto [caller, to] : {std::pair<uint64_t, uint64_t>{a, 0}, {a, b}, {0, b}}) {
+    absl::StatusOr<int64_t> r = Query(PublishFromQuery{.to = to}, caller);
+    ASSERT_FALSE(r.ok()) << "caller " << caller << ", to " << to;
+    EXPECT_TRUE(Contains(r.status(), "Session::Publish")) << r.status();
+    EXPECT_TRUE(Contains(r.status(), "queries must not change state")) << r.status();
+    EXPECT_TRUE(Contains(r.status(), "test.query_publishes")) << r.status();
+  }
+  EXPECT_EQ(runner_->sessions().Digest(), sessions_before);
+  EXPECT_TRUE(NotesFor(a).empty());
+  EXPECT_TRUE(NotesFor(b).empty());
+  EXPECT_TRUE(runner_->TakePublished().empty());
+  EXPECT_EQ(tracker().live(), live);
 }
 
 TEST_F(ExecutorErrorTest, LeaderSideEffectFromAQueryIsAnErrorToTheCaller) {

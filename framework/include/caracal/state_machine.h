@@ -35,7 +35,9 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+#include "absl/functional/any_invocable.h"
 #include "absl/status/statusor.h"
 #include "caracal/codec.h"
 #include "caracal/operation.h"
@@ -88,9 +90,11 @@ class Session {
   // command (or a timer or session callback). Events belong to the current
   // index and are kept on every server until the client acknowledges them;
   // the client receives each exactly once, in order, after the response to
-  // the command that published them. Publishing from a query, or to a
-  // command without a session, throws std::logic_error (returned to the
-  // caller as an error).
+  // the command that published them. Any open session may be published to
+  // (Executor::sessions() lists them), not only the caller's. Publishing to
+  // a session that is not open (or to id 0, a command without a session)
+  // throws std::logic_error, and so does publishing from a query (see
+  // Executor): the caller gets it as an error.
   template <typename E>
   void Publish(std::string_view name, const E& event) const {
     PublishBytes(name, codec::ToBytes(event));
@@ -188,25 +192,32 @@ class Commit {
 };
 
 // A handle on a scheduled callback. Copyable; Cancel() on any copy cancels.
+// Cancelling destroys the callback at once, and with it whatever it owns (a
+// Commit it held is released then, not at the old deadline).
 class Scheduled {
  public:
   Scheduled() = default;
   void Cancel();
+  // Scheduled and neither cancelled nor (a one-shot) fired.
   bool active() const;
 
  private:
   friend class internal::ExecutorImpl;
-  struct State {
-    bool cancelled = false;
-    bool done = false;
-  };
+  struct State;  // defined by the executor
   explicit Scheduled(std::shared_ptr<State> state) : state_(std::move(state)) {}
   std::shared_ptr<State> state_;
 };
 
-// Binds operation types to handlers, and schedules deterministic callbacks.
-// Register in StateMachine::Configure; Schedule from command handlers or
-// from other scheduled callbacks (scheduling from a query is an error).
+// Binds operation types to handlers, schedules deterministic callbacks and
+// lists the open sessions. Register in StateMachine::Configure.
+//
+// What a query may not do. A query runs on one server, outside the log, so
+// it must not change state. While one runs, everything that would is
+// refused: Session::Publish (to any session), Schedule (either overload),
+// Scheduled::Cancel and LeaderSideEffect throw std::logic_error naming the
+// call and the query, and the query fails with that error (Internal) having
+// published, scheduled, cancelled and queued nothing. Command handlers,
+// timer callbacks and SessionListener callbacks may do all of them.
 class Executor {
  public:
   using Duration = std::chrono::microseconds;
@@ -226,23 +237,46 @@ class Executor {
   }
 
   // Runs `fn` once log time reaches now() + delay: before the first entry whose
-  // timestamp passes the deadline is applied, in deadline order (ties in
-  // creation order). Replaying the log fires it at the same index.
-  Scheduled Schedule(Duration delay, std::function<void()> fn);
+  // timestamp reaches the deadline is applied, as part of that entry (same
+  // index on every server), in deadline order (ties in creation order).
+  // Replaying the log fires it at the same index.
+  //
+  // `fn` may be move-only and owns what it captures: a one-shot callback is
+  // destroyed right after it ran, a cancelled one when Cancel() is called.
+  // That makes Copycat's TTL pattern work: the timer, not the map, holds the
+  // Put's Commit, so its entry stays live exactly until the key expires or
+  // is overwritten:
+  //
+  //   map_[key].expiry = executor.Schedule(ttl, [this, key, commit = std::move(commit)]() mutable {
+  //     map_.erase(key);
+  //     commit.release();
+  //   });
+  //   ...
+  //   map_[key].expiry.Cancel();  // an overwrite: destroys the callback, releasing the commit
+  Scheduled Schedule(Duration delay, absl::AnyInvocable<void()> fn);
   // Runs `fn` at now() + initial, then every `interval` after the previous
-  // deadline (no drift), until cancelled.
-  Scheduled Schedule(Duration initial, Duration interval, std::function<void()> fn);
+  // deadline (no drift), until cancelled. It is the same callable each time:
+  // what it captures (mutable) carries over from one run to the next.
+  Scheduled Schedule(Duration initial, Duration interval, absl::AnyInvocable<void()> fn);
 
   // Log time and index of what is being applied (a command, a timer, a query).
   Time now() const;
   Index index() const;
 
+  // The open sessions, in id order (the order they registered), each able to
+  // Publish: a command, timer or session callback can notify sessions other
+  // than its caller's (a watch, a lock hand-over) without keeping a registry
+  // of its own. Every server lists the same sessions at the same index. A
+  // session is listed from its Register entry on (so already in OnRegister)
+  // until it is unregistered or expired (so no longer in OnClose).
+  std::vector<Session> sessions() const;
+
   // *Non-deterministic.* Runs `fn` after the current command is applied, and
   // only on the server that was leader when it was committed (the one that
   // appended it, while still leading). For effects outside the replicated
   // state: notifying an external system, metrics. Never runs on followers or
-  // during log replay after a restart.
-  void LeaderSideEffect(std::function<void()> fn);
+  // during log replay after a restart. `fn` may be move-only.
+  void LeaderSideEffect(absl::AnyInvocable<void()> fn);
 
   // Framework internals below. A handler takes the encoded arguments and
   // writes the encoded result into `result` (a string the framework reuses,
