@@ -125,6 +125,10 @@ TEST(SessionOrderProcessTest, PipelinedQueriesSeeTheirSessionsEarlierCommandsAcr
     EXPECT_TRUE(r.errors.empty()) << "round " << round << ": " << r.errors.size() << " failed, first: " << r.errors[0];
     EXPECT_TRUE(r.stale.empty()) << "round " << round << ": " << r.stale.size() << " of " << kPairs
                                  << " gets missed their session's put, first: " << r.stale[0];
+    if (round == kKillAfterRound) {
+      auto leader = cluster.Leader();
+      ASSERT_TRUE(leader && leader->id != killed) << "the round completed without a new leader\n" << Outputs(cluster);
+    }
     for (size_t i = 0; i < r.completed.size(); ++i) {
       ASSERT_EQ(r.completed[i], static_cast<int>(i)) << "round " << round << ": completion order differs from submission order";
     }
