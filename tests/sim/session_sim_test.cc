@@ -10,6 +10,10 @@
 // For every seed:
 //   - every command a client got a response for was applied exactly once, on
 //     every server (the state machine counts applications per command);
+//   - every Bump handler, on every server (the instances crashes destroyed
+//     too) and in the replay, saw strictly increasing commit indexes, and a
+//     session's commands 1, 2, 3, ... in order, each once; every instance
+//     ran a prefix of the same list of (index, session, command);
 //   - no command reached the log ahead of its predecessor (the runner's
 //     apply-time refusal never fired: the leaders' sequencing suffices),
 //     while sequencers did hold commands that arrived early, over a shard;
@@ -95,8 +99,29 @@ struct Read : Query<uint64_t> {
   CARACAL_FIELDS(n)
 };
 
+// What the Bump handlers of every state machine instance of one seed ran
+// (every server's, rebuilt after each crash, and the replays'), checked as
+// they run and after the seed: the Copycat promise that a commit's index is
+// unique and increasing and that a session's commands are applied in order.
+struct HandlerRuns {
+  struct Run {
+    Index index = 0;
+    uint64_t session = 0;
+    uint64_t command = 0;
+    bool operator==(const Run&) const = default;
+  };
+  // A session's commands are numbered 1, 2, 3, ... as its sequence numbers
+  // (false for the client that retries with new sequence numbers).
+  bool commands_are_sequences = true;
+  std::vector<std::vector<Run>> finished;  // the instances destroyed so far
+  std::vector<std::string> violations;     // seen while handlers ran
+};
+
 class CounterStateMachine : public StateMachine, public SessionListener {
  public:
+  explicit CounterStateMachine(std::shared_ptr<HandlerRuns> runs) : runs_(std::move(runs)) {}
+  ~CounterStateMachine() override { runs_->finished.push_back(std::move(ran_)); }
+
   void Configure(Executor& executor) override {
     executor.Register<Bump>(this, &CounterStateMachine::OnBump);
     executor.Register<Read>(this, &CounterStateMachine::OnRead);
@@ -104,6 +129,7 @@ class CounterStateMachine : public StateMachine, public SessionListener {
 
   uint64_t OnBump(Commit<Bump> commit) {
     uint64_t session = commit.session().id();
+    Record(commit.index(), session, commit->command);
     uint64_t count = ++counters_[session];
     ++applied_[{session, commit->command}];
     Bumped event{session, commit->command, count};
@@ -133,6 +159,8 @@ class CounterStateMachine : public StateMachine, public SessionListener {
     return it == applied_.end() ? 0 : it->second;
   }
   const std::map<std::pair<uint64_t, uint64_t>, uint64_t>& applied() const { return applied_; }
+  // Every Bump this instance ran, in the order it ran them.
+  const std::vector<HandlerRuns::Run>& ran() const { return ran_; }
 
   std::string Digest() const {
     std::string out;
@@ -147,12 +175,34 @@ class CounterStateMachine : public StateMachine, public SessionListener {
   std::map<uint64_t, uint64_t> counters_;
   std::map<std::pair<uint64_t, uint64_t>, uint64_t> applied_;
   std::map<uint64_t, Session> open_;
+  std::shared_ptr<HandlerRuns> runs_;
+  std::vector<HandlerRuns::Run> ran_;
+  std::map<uint64_t, uint64_t> last_command_;  // session -> the last command it ran
+
+  // Handlers see strictly increasing commit indexes, and a session's
+  // commands 1, 2, 3, ... in order, each once (a lost session's simply stop).
+  void Record(Index index, uint64_t session, uint64_t command) {
+    if (!ran_.empty() && index <= ran_.back().index) {
+      runs_->violations.push_back(absl::StrCat(
+          "commit index order: a state machine ran command ", command, " of session ", session, " at index ", index,
+          " after running command ", ran_.back().command, " of session ", ran_.back().session, " at index ",
+          ran_.back().index));
+    }
+    uint64_t& last = last_command_[session];
+    if (runs_->commands_are_sequences && command != last + 1) {
+      runs_->violations.push_back(absl::StrCat("session order: a state machine ran command ", command,
+                                               " of session ", session, " (at index ", index, ") after command ",
+                                               last, " of that session"));
+    }
+    last = std::max(last, command);
+    ran_.push_back(HandlerRuns::Run{index, session, command});
+  }
 };
 
 std::string CounterDigest(StateMachine& sm) { return static_cast<CounterStateMachine&>(sm).Digest(); }
 
-Options CounterWorld(Options o) {
-  o.state_machine = [] { return std::make_unique<CounterStateMachine>(); };
+Options CounterWorld(Options o, std::shared_ptr<HandlerRuns> runs = std::make_shared<HandlerRuns>()) {
+  o.state_machine = [runs] { return std::make_unique<CounterStateMachine>(runs); };
   o.digest = CounterDigest;
   o.propose_interval = 0;  // the simulated clients are the only writers
   o.leader_duties = true;
@@ -182,13 +232,14 @@ enum class Variant {
 struct SeedSetup {
   Options world;
   ClientOptions clients;
+  std::shared_ptr<HandlerRuns> runs = std::make_shared<HandlerRuns>();
 };
 
 // The world's faults as in the raft simulation; the clients' timing follows
 // the network's worst delay, as a deployment's configuration would.
 SeedSetup AllFaults(uint64_t seed) {
   SeedSetup setup;
-  setup.world = CounterWorld(AllFaultsForSeed(seed));
+  setup.world = CounterWorld(AllFaultsForSeed(seed), setup.runs);
   std::mt19937_64 rng(seed ^ 0xc11e475ull);
   ClientOptions& c = setup.clients;
   c.clients = 2 + static_cast<int>(rng() % 4);
@@ -249,6 +300,45 @@ absl::Status CheckExactlyOnce(World& world, const SessionClients& clients, bool 
                                                   " applied ", n, " times"));
         }
       }
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The Bump handlers, on every server (crashed instances too) and in the
+// replays: the violations seen as they ran (an index not above the previous
+// one, a session's command out of order), then the lists of what ran: every
+// instance's is a prefix of the longest -- the same commands, at the same
+// indexes, in the same order everywhere.
+absl::Status CheckHandlerViolations(const HandlerRuns& runs) {
+  if (!runs.violations.empty()) return absl::InternalError(runs.violations.front());
+  return absl::OkStatus();
+}
+
+absl::Status CheckHandlerRuns(World& world, const HandlerRuns& runs) {
+  if (absl::Status s = CheckHandlerViolations(runs); !s.ok()) return s;
+  std::vector<std::pair<std::string, const std::vector<HandlerRuns::Run>*>> lists;
+  for (size_t k = 0; k < runs.finished.size(); ++k) {
+    // A crashed server's, or a replay of the whole log (World::CheckReplay's).
+    lists.emplace_back(absl::StrCat("state machine instance #", k + 1, " (crashed, or a replay)"), &runs.finished[k]);
+  }
+  for (NodeId id = 1; id <= static_cast<NodeId>(world.options().nodes); ++id) {
+    if (server::StateMachineRunner* runner = world.Runner(id)) {
+      lists.emplace_back(absl::StrCat("server ", id), &Counters(*runner).ran());
+    }
+  }
+  if (lists.empty()) return absl::OkStatus();
+  auto longest = std::max_element(lists.begin(), lists.end(),
+                                  [](const auto& a, const auto& b) { return a.second->size() < b.second->size(); });
+  for (const auto& [name, list] : lists) {
+    for (size_t k = 0; k < list->size(); ++k) {
+      const HandlerRuns::Run& mine = (*list)[k];
+      const HandlerRuns::Run& theirs = (*longest->second)[k];
+      if (mine == theirs) continue;
+      return absl::InternalError(absl::StrCat(
+          "commands run differ: ", name, " ran as its command #", k + 1, " command ", mine.command, " of session ",
+          mine.session, " at index ", mine.index, "; ", longest->first, " ran command ", theirs.command, " of session ",
+          theirs.session, " at index ", theirs.index));
     }
   }
   return absl::OkStatus();
@@ -321,6 +411,7 @@ SeedResult RunSessionSeed(uint64_t seed, Variant variant = Variant::kCorrect) {
   SeedSetup setup = AllFaults(seed);
   setup.clients.bug_new_sequence_on_retry = variant == Variant::kClientNewSequence;
   setup.clients.bug_query_ignores_sequence = variant == Variant::kQueryIgnoresSequence;
+  setup.runs->commands_are_sequences = variant != Variant::kClientNewSequence;
   World world(setup.world);
   SessionClients clients(&world, setup.clients);
   SeedResult result;
@@ -341,9 +432,11 @@ SeedResult RunSessionSeed(uint64_t seed, Variant variant = Variant::kCorrect) {
   absl::Status drained = clients.Drain(30'000'000);
   // Exactly-once first: a broken client may also keep its session from draining.
   if (absl::Status s = CheckExactlyOnce(world, clients, drained.ok()); !s.ok()) return finish(s);
+  if (absl::Status s = CheckHandlerViolations(*setup.runs); !s.ok()) return finish(s);
   if (!drained.ok()) return finish(drained);
   if (absl::Status s = world.CheckReplay(); !s.ok()) return finish(s);
   if (absl::Status s = clients.CheckHistories(); !s.ok()) return finish(s);
+  if (absl::Status s = CheckHandlerRuns(world, *setup.runs); !s.ok()) return finish(s);
   if (absl::Status s = CheckCounterHistories(clients); !s.ok()) return finish(s);
   return finish(absl::OkStatus());
 }
