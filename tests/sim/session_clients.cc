@@ -382,8 +382,10 @@ void SessionClients::Push(NodeId server, int client, uint64_t session, const Eve
 // sequence.
 void SessionClients::ServeQuery(NodeId server, const Request& request) {
   if (options_.bug_stale_reads) {
-    // The bug: whatever this server has applied, leader or not.
-    RunQuery(server, request);
+    // The bug: whatever this server has applied, leader or not, with no
+    // read index nor the client's index (still after the session's own
+    // commands: it is the linearizability check that must catch this).
+    WaitForIndex(server, 0, request);
     return;
   }
   if (request.consistency == Consistency::kSequential) {

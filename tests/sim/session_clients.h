@@ -164,8 +164,9 @@ struct ClientOptions {
   // The leader's CommandSequencer (as ClientServiceOptions::sequencer).
   server::CommandSequencerOptions sequencer;
   // A deliberately broken server (for the test that the linearizability
-  // check catches it): any server, leader or not, answers a query at once
-  // from the state it has applied, without a read index.
+  // check catches it): any server, leader or not, answers a query from the
+  // state it has applied, without a read index (nor the client's index; it
+  // still waits for the session's own earlier commands).
   bool bug_stale_reads = false;
   // A deliberately broken server (for the test that the session-order check
   // of queries catches it): a query runs as soon as its index is applied,
