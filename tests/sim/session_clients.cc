@@ -186,7 +186,11 @@ void SessionClients::OnRequest(NodeId server, Request request) {
     return;
   }
   if (request.kind == Kind::kCommand) {
-    OfferCommand(server, std::move(request));
+    if (options_.skip_sequencer) {
+      ProposeSequenced(server, {std::move(request)}, {});
+    } else {
+      OfferCommand(server, std::move(request));
+    }
     return;
   }
   std::string payload = serialization::EncodeRegisterEntry(

@@ -173,6 +173,9 @@ struct ClientOptions {
   // without waiting for the session's earlier commands (what the servers
   // did before queries carried a sequence).
   bool bug_query_ignores_sequence = false;
+  // The control for the sequencer: leaders propose commands as they arrive,
+  // without a CommandSequencer (what ClientService did before b4b5f99).
+  bool skip_sequencer = false;
 };
 
 // One operation a client issued, for a linearizability check.

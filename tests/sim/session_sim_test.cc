@@ -227,6 +227,11 @@ enum class Variant {
   // Servers that run a query as soon as its index is applied, not waiting
   // for the session's earlier commands (ClientOptions::bug_query_ignores_sequence).
   kQueryIgnoresSequence,
+  // Not a bug but the control for the sequencer: leaders propose commands as
+  // they arrive (ClientOptions::skip_sequencer), so some reach the log ahead
+  // of their predecessors and only the runner's apply-time refusal keeps
+  // handlers in order.
+  kNoSequencer,
 };
 
 struct SeedSetup {
@@ -264,12 +269,14 @@ SeedSetup AllFaults(uint64_t seed) {
 Variant VariantFromEnv() {
   if (EnvU64("CARACAL_SIM_CLIENT_BUG", 0) != 0) return Variant::kClientNewSequence;
   if (EnvU64("CARACAL_SIM_QUERY_BUG", 0) != 0) return Variant::kQueryIgnoresSequence;
+  if (EnvU64("CARACAL_SIM_NO_SEQUENCER", 0) != 0) return Variant::kNoSequencer;
   return Variant::kCorrect;
 }
 
 std::string ReplayCommand(uint64_t seed, const char* test = "SessionSim.Replay", Variant variant = Variant::kCorrect) {
   const char* env = variant == Variant::kClientNewSequence      ? "CARACAL_SIM_CLIENT_BUG=1 "
                     : variant == Variant::kQueryIgnoresSequence ? "CARACAL_SIM_QUERY_BUG=1 "
+                    : variant == Variant::kNoSequencer          ? "CARACAL_SIM_NO_SEQUENCER=1 "
                                                                 : "";
   return absl::StrCat(env, "CARACAL_SIM_SEED=", seed, " build/tests/session_sim_test --gtest_filter='", test, "'");
 }
@@ -411,6 +418,7 @@ SeedResult RunSessionSeed(uint64_t seed, Variant variant = Variant::kCorrect) {
   SeedSetup setup = AllFaults(seed);
   setup.clients.bug_new_sequence_on_retry = variant == Variant::kClientNewSequence;
   setup.clients.bug_query_ignores_sequence = variant == Variant::kQueryIgnoresSequence;
+  setup.clients.skip_sequencer = variant == Variant::kNoSequencer;
   setup.runs->commands_are_sequences = variant != Variant::kClientNewSequence;
   World world(setup.world);
   SessionClients clients(&world, setup.clients);
@@ -798,6 +806,25 @@ TEST(SessionSim, QueryThatIgnoresItsSessionsCommandsIsCaught) {
     return;
   }
   FAIL() << "50 seeds of servers running queries before their sessions' earlier commands went unnoticed";
+}
+
+// ---- the control: without the sequencer, commands reach the log early ----
+
+// Leaders that propose commands as they arrive let some into the log ahead
+// of their predecessors: the replay counts them (early_refused), which shows
+// that the shards' early_refused == 0 is the sequencer's doing, not a
+// counter that cannot move. The runner refuses them at apply time, so every
+// other check still holds.
+TEST(SessionSim, WithoutTheSequencerCommandsReachTheLogEarlyAndAreRefused) {
+  Totals total;
+  for (uint64_t seed = 1; seed <= 30; ++seed) {
+    SeedResult r = RunSessionSeed(seed, Variant::kNoSequencer);
+    ASSERT_TRUE(r.status.ok()) << r.status.message();
+    total.Add(r);
+  }
+  total.Print(30);
+  EXPECT_EQ(total.c.sequencer_held, 0u);
+  EXPECT_GT(total.c.early_refused, 0u);
 }
 
 }  // namespace
