@@ -36,6 +36,7 @@ void SessionClients::Start() {
                [this, id] { StartClient(clients_[id - 1]); });
   }
   if (options_.cut_client_links) ScheduleCut();
+  ScheduleServerDuties();
 }
 
 void SessionClients::Kill(int client) {
@@ -184,22 +185,150 @@ void SessionClients::OnRequest(NodeId server, Request request) {
     }
     return;
   }
-  EntryType type = EntryType::kCommand;
-  std::string payload;
-  if (request.kind == Kind::kRegister) {
-    type = EntryType::kRegister;
-    payload = serialization::EncodeRegisterEntry(
-        serialization::RegisterEntryValue{absl::StrCat("client-", request.client), options_.session_timeout_ms});
-  } else {
-    payload = serialization::EncodeCommandEntry(request.session, request.sequence, request.operation);
+  if (request.kind == Kind::kCommand) {
+    if (options_.skip_sequencer) {
+      ProposeSequenced(server, {std::move(request)}, {});
+    } else {
+      OfferCommand(server, std::move(request));
+    }
+    return;
   }
-  auto proposed = world_->ProposeAt(server, type, std::move(payload));
+  std::string payload = serialization::EncodeRegisterEntry(
+      serialization::RegisterEntryValue{absl::StrCat("client-", request.client), options_.session_timeout_ms});
+  auto proposed = world_->ProposeAt(server, EntryType::kRegister, std::move(payload));
   if (!proposed.ok()) {
     Answer(server, request, NotLeader(server, node->leader()));
     return;
   }
   // As ApplyLoop::ExpectOutcome: a later waiter at the same index replaces it.
   waiters_[{server, proposed->first}] = Waiter{proposed->second, {std::move(request)}};
+}
+
+// ---- commands: the production CommandSequencer, driven as ClientService drives it
+
+SessionClients::SequencerState& SessionClients::Sequencer(NodeId server) {
+  return sequencers_.try_emplace(server, options_.sequencer).first->second;
+}
+
+// ApplyLoop::AppliedSequence: read straight from the runner (the simulator
+// applies on the caller's thread, so there is no published copy to lag).
+uint64_t SessionClients::AppliedSequence(NodeId server, uint64_t session) {
+  const SessionState* s = world_->Runner(server)->sessions().Find(session);
+  return s == nullptr ? 0 : s->last_sequence;
+}
+
+// ClientService::SyncSequencerTerm.
+void SessionClients::SyncSequencerTerm(NodeId server, Refusals* refused) {
+  SequencerState& st = Sequencer(server);
+  const raft::Raft* node = world_->Node(server);
+  if (node->term() == st.term) return;
+  st.term = node->term();
+  st.sequencer.Reset(NotLeader(server, node->leader()), refused);
+}
+
+// ClientService::ProposeCommand (the caller checked that the server leads).
+void SessionClients::OfferCommand(NodeId server, Request request) {
+  Refusals refused;
+  SyncSequencerTerm(server, &refused);
+  SequencerState& st = Sequencer(server);
+  std::vector<Request> propose;
+  int client = request.client;
+  uint64_t id = request.id, session = request.session, sequence = request.sequence;
+  st.sequencer.Offer(
+      session, sequence, [&] { return AppliedSequence(server, session); }, std::move(request), world_->now(),
+      &propose, &refused);
+  auto is_it = [&](const Request& r) { return r.client == client && r.id == id; };
+  bool held = std::none_of(propose.begin(), propose.end(), is_it) &&
+              std::none_of(refused.begin(), refused.end(), [&](const auto& r) { return is_it(r.item); });
+  if (held) {
+    ++stats_.sequencer_held;
+    if (options_.trace_client == client) {
+      Trace(clients_[client - 1], absl::StrCat("  server ", server, " holds command ", sequence, " #", id,
+                                               " (logged up to ", st.sequencer.logged(session), ")"));
+    }
+  }
+  ProposeSequenced(server, std::move(propose), std::move(refused));
+}
+
+// ClientService::ProposeSequenced: refusals first, then the proposals in
+// order; once one fails (not the leader any more) the rest must not reach
+// the log either, and the sequencer forgets what it knew.
+void SessionClients::ProposeSequenced(NodeId server, std::vector<Request> propose, Refusals refused) {
+  for (const auto& r : refused) {
+    ++stats_.sequencer_refused;
+    Answer(server, r.item, r.status);
+  }
+  bool failed = false;
+  for (Request& p : propose) {
+    if (failed) {
+      Answer(server, p, NotLeader(server, world_->Node(server)->leader()));
+      continue;
+    }
+    auto proposed = world_->ProposeAt(server, EntryType::kCommand,
+                                      serialization::EncodeCommandEntry(p.session, p.sequence, p.operation));
+    if (!proposed.ok()) {
+      failed = true;
+      Answer(server, p, NotLeader(server, world_->Node(server)->leader()));
+      continue;
+    }
+    if (options_.trace_client == p.client) {
+      Trace(clients_[p.client - 1], absl::StrCat("  server ", server, " proposed command ", p.sequence, " #", p.id,
+                                                 " at ", proposed->first, " term ", proposed->second));
+    }
+    // As ApplyLoop::ExpectRouted: a later waiter at the same index replaces it.
+    waiters_[{server, proposed->first}] = Waiter{proposed->second, {std::move(p)}};
+  }
+  if (failed) {
+    Refusals more;
+    Sequencer(server).sequencer.Reset(NotLeader(server, world_->Node(server)->leader()), &more);
+    for (const auto& r : more) {
+      ++stats_.sequencer_refused;
+      Answer(server, r.item, r.status);
+    }
+  }
+}
+
+// ClientService::SequencerDuties, on the world's clock.
+void SessionClients::SequencerDuties(NodeId server) {
+  if (!world_->Up(server) || world_->Runner(server) == nullptr) return;
+  SequencerState& st = Sequencer(server);
+  Refusals refused;
+  std::vector<Request> propose;
+  const raft::Raft* node = world_->Node(server);
+  if (node->role() != raft::Role::kLeader) {
+    st.sequencer.Reset(NotLeader(server, node->leader()), &refused);
+    st.term = 0;
+  } else {
+    SyncSequencerTerm(server, &refused);
+    for (uint64_t session : st.sequencer.HoldingSessions()) {
+      st.sequencer.Applied(session, AppliedSequence(server, session), &propose);
+    }
+    st.sequencer.Expire(world_->now(), &refused);
+    if (++st.duty_runs % 32 == 0) {
+      st.sequencer.Prune([&](uint64_t session) { return AppliedSequence(server, session); });
+    }
+  }
+  ProposeSequenced(server, std::move(propose), std::move(refused));
+}
+
+void SessionClients::PostSequencerDuties(NodeId server) {
+  if (!duties_posted_.insert(server).second) return;
+  world_->At(world_->now(), [this, server] {
+    duties_posted_.erase(server);
+    SequencerDuties(server);
+  });
+}
+
+// ClientService runs its duties every heartbeat interval (the simulated
+// servers' is 50 ms): the sequencer's, and (ApplyLoop) the query waits.
+void SessionClients::ScheduleServerDuties() {
+  world_->At(world_->now() + 50'000, [this] {
+    for (NodeId id = 1; id <= static_cast<NodeId>(world_->options().nodes); ++id) {
+      SequencerDuties(id);
+      RunQueries(id);
+    }
+    ScheduleServerDuties();
+  });
 }
 
 void SessionClients::FlushKeepAlives(NodeId server) {
@@ -250,12 +379,21 @@ void SessionClients::Push(NodeId server, int client, uint64_t session, const Eve
   SendToClient(client, server, [this, session, batch](Client& c) { OnBatch(c, session, batch); });
 }
 
-// As ClientService answers a LINEARIZABLE query: a read index from the raft
-// core, then the query once the state machine applied that far.
+// As ClientService answers a query: LINEARIZABLE and LINEARIZABLE_LEASE on
+// the leader, at the read index its raft core confirms (a lease read when
+// the lease holds), SEQUENTIAL on any server; then, as ApplyLoop, once the
+// server applied that index and the session's commands up to the query's
+// sequence.
 void SessionClients::ServeQuery(NodeId server, const Request& request) {
   if (options_.bug_stale_reads) {
-    // The bug: whatever this server has applied, leader or not.
-    RunQuery(server, request);
+    // The bug: whatever this server has applied, leader or not, with no
+    // read index nor the client's index (still after the session's own
+    // commands: it is the linearizability check that must catch this).
+    WaitForIndex(server, 0, request);
+    return;
+  }
+  if (request.consistency == Consistency::kSequential) {
+    WaitForIndex(server, request.min_index, request);
     return;
   }
   const raft::Raft* node = world_->Node(server);
@@ -263,28 +401,67 @@ void SessionClients::ServeQuery(NodeId server, const Request& request) {
     Answer(server, request, NotLeader(server, node->leader()));
     return;
   }
+  if (request.consistency == Consistency::kLinearizableLease) {
+    if (std::optional<Index> index = node->LeaseReadIndex()) {
+      ++stats_.lease_reads;
+      WaitForIndex(server, std::max(*index, request.min_index), request);
+      return;
+    }
+  }
   absl::Status asked = world_->RequestReadAt(server, [this, server, request](const raft::ReadState& read) {
     if (!read.ok) {
       Answer(server, request,
              absl::UnavailableError(absl::StrCat("server ", server, " lost leadership before confirming the read")));
       return;
     }
-    confirmed_reads_[server].emplace(read.index, request);
-    RunQueries(server);
+    WaitForIndex(server, std::max(read.index, request.min_index), request);
   });
   if (!asked.ok()) Answer(server, request, NotLeader(server, world_->Node(server)->leader()));
 }
 
+void SessionClients::WaitForIndex(NodeId server, Index index, const Request& request) {
+  queries_[server].emplace(index, request);
+  RunQueries(server);
+}
+
 void SessionClients::RunQueries(NodeId server) {
-  auto it = confirmed_reads_.find(server);
-  if (it == confirmed_reads_.end()) return;
-  std::multimap<Index, Request>& reads = it->second;
-  StateMachineRunner* runner = world_->Runner(server);
-  while (!reads.empty() && reads.begin()->first <= runner->applied()) {
-    Request request = std::move(reads.begin()->second);
-    reads.erase(reads.begin());
-    RunQuery(server, request);
+  StateMachineRunner* runner = world_->Up(server) ? world_->Runner(server) : nullptr;
+  if (runner == nullptr) return;
+  // Those waiting for their session's commands first: they arrived earlier.
+  std::vector<BlockedQuery>& blocked = blocked_queries_[server];
+  std::erase_if(blocked, [&](BlockedQuery& q) { return TryQuery(server, q); });
+  auto it = queries_.find(server);
+  if (it == queries_.end()) return;
+  std::multimap<Index, Request>& waiting = it->second;
+  Micros wait = options_.query_wait > 0 ? options_.query_wait : options_.request_timeout / 2;
+  while (!waiting.empty() && waiting.begin()->first <= runner->applied()) {
+    BlockedQuery q{std::move(waiting.begin()->second), world_->now() + wait};
+    waiting.erase(waiting.begin());
+    if (TryQuery(server, q)) continue;
+    ++stats_.queries_waited;
+    blocked.push_back(std::move(q));
   }
+}
+
+// ApplyLoop::TryQuery.
+bool SessionClients::TryQuery(NodeId server, BlockedQuery& q) {
+  const Request& r = q.request;
+  StateMachineRunner* runner = world_->Runner(server);
+  const SessionState* s = r.sequence == 0 ? nullptr : runner->sessions().Find(r.session);
+  bool waiting = r.sequence != 0 && (s != nullptr ? s->last_sequence < r.sequence : r.session > runner->applied());
+  if (!waiting || options_.bug_query_ignores_sequence) {
+    RunQuery(server, r);
+    return true;
+  }
+  if (world_->now() < q.wait_until) return false;
+  ++stats_.queries_wait_refused;
+  Answer(server, r,
+         absl::UnavailableError(absl::StrCat("the query waited for command ", r.sequence, " of session ", r.session,
+                                             ", which server ", server, " has not applied (",
+                                             s != nullptr ? absl::StrCat("it applied up to command ", s->last_sequence)
+                                                          : absl::StrCat("it does not know the session yet"),
+                                             "): resend the session's pending commands")));
+  return true;
 }
 
 void SessionClients::RunQuery(NodeId server, const Request& request) {
@@ -332,6 +509,11 @@ void SessionClients::OnApplied(NodeId server, const Entry& entry,
     }
   }
   RunQueries(server);
+  // A held command's predecessor may have applied (ClientService notices at
+  // its next duties; sooner here, which is allowed and exercises Applied()).
+  if (auto it = sequencers_.find(server); it != sequencers_.end() && it->second.sequencer.held() > 0) {
+    PostSequencerDuties(server);
+  }
 }
 
 void SessionClients::Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<Bytes>& result,
@@ -362,7 +544,11 @@ void SessionClients::OnCrash(NodeId server) {
   std::erase_if(waiters_, [server](const auto& kv) { return kv.first.first == server; });
   keep_alive_batch_[server].clear();
   subscribers_[server].clear();
-  confirmed_reads_.erase(server);
+  // Its ClientService and ApplyLoop are gone: the sequencer's knowledge and
+  // the commands it held, the queries waiting (their clients time out).
+  sequencers_.erase(server);
+  queries_.erase(server);
+  blocked_queries_.erase(server);
 }
 
 // ------------------------------------------------------------------ clients
@@ -594,6 +780,7 @@ void SessionClients::OnReply(Client& c, const Reply& reply) {
       }
       if (reply.status.ok()) {
         c.session = reply.index;
+        c.seen_index = std::max(c.seen_index, reply.index);
         records_[c.id - 1].session = reply.index;
         AskResend(c);  // subscribe
       } else if (Retriable(reply.status)) {
@@ -638,6 +825,7 @@ void SessionClients::OnCommandReply(Client& c, const Reply& reply) {
   auto it = c.outstanding.find(reply.sequence);
   if (it == c.outstanding.end()) return;  // answered already (a retry's answer), or abandoned
   if (reply.status.ok()) {
+    c.seen_index = std::max(c.seen_index, reply.index);
     ClientOperation& op = records_[c.id - 1].operations[it->second.record];
     op.outcome = ClientOperation::Outcome::kOk;
     op.completed = world_->now();
@@ -674,17 +862,41 @@ bool SessionClients::Alive(int client) const {
   return c.alive && c.session != 0;
 }
 
+// A query goes out while the client's commands may still be in flight: it
+// carries the sequence of the last command submitted before it, which the
+// server makes it wait for.
 void SessionClients::StartQuery(Client& c, std::string operation) {
-  c.query = QueryState{.n = c.next_query++, .operation = std::move(operation), .server = c.server};
+  Consistency consistency = Consistency::kLinearizable;
+  if (options_.mixed_consistency) {
+    static constexpr Consistency kLevels[] = {Consistency::kLinearizable, Consistency::kLinearizableLease,
+                                              Consistency::kSequential};
+    consistency = kLevels[world_->rng()() % 3];
+  }
+  c.query = QueryState{.n = c.next_query++,
+                       .operation = std::move(operation),
+                       .consistency = consistency,
+                       .sequence = c.next_sequence - 1,
+                       .server = QueryServer(c, consistency)};
   SendQuery(c);
+}
+
+// LINEARIZABLE (and LEASE): the server the client talks to (a refusal names
+// the leader); SEQUENTIAL: that one or, half the time, any server.
+NodeId SessionClients::QueryServer(Client& c, Consistency consistency) {
+  if (consistency != Consistency::kSequential || world_->rng()() % 2 == 0) return c.server;
+  return RandomServer();
 }
 
 void SessionClients::SendQuery(Client& c) {
   QueryState& q = *c.query;
   ClientRecord& rec = records_[c.id - 1];
   q.record = rec.operations.size();
-  rec.operations.push_back(ClientOperation{
-      .kind = ClientOperation::Kind::kQuery, .n = q.n, .operation = q.operation, .invoked = world_->now()});
+  rec.operations.push_back(ClientOperation{.kind = ClientOperation::Kind::kQuery,
+                                           .n = q.n,
+                                           .operation = q.operation,
+                                           .invoked = world_->now(),
+                                           .consistency = q.consistency,
+                                           .sequence = q.sequence});
   uint64_t id = c.next_request++;
   q.request = id;
   Request r;
@@ -692,6 +904,9 @@ void SessionClients::SendQuery(Client& c) {
   r.client = c.id;
   r.id = id;
   r.session = c.session;
+  r.sequence = q.sequence;
+  r.min_index = c.seen_index;
+  r.consistency = q.consistency;
   r.operation = q.operation;
   SendToServer(c, r, q.server);
   ArmTimeout(
@@ -729,14 +944,23 @@ void SessionClients::OnQueryReply(Client& c, const Reply& reply) {
   if (Retriable(reply.status)) {
     ++stats_.queries_refused;
     RetryQuery(c, ClientOperation::Outcome::kRefused, reply.leader);
+    if (absl::IsUnavailable(reply.status)) {
+      // As the real client on Unavailable: it reconnects and resends every
+      // pending command (the query may be waiting for one that was lost).
+      Micros delay = Backoff(reply.leader != 0);
+      for (const auto& [sequence, cmd] : c.outstanding) ResendLater(c, sequence, delay);
+    }
     return;
   }
   ClientOperation& op = records_[c.id - 1].operations[c.query->record];
   op.completed = world_->now();
   if (reply.status.ok()) {
     ++stats_.queries_answered;
+    ++stats_.queries_by_level[static_cast<int>(c.query->consistency)];
+    c.seen_index = std::max(c.seen_index, reply.index);
     op.outcome = ClientOperation::Outcome::kOk;
     op.result = reply.result;
+    op.index = reply.index;
   } else {
     op.outcome = ClientOperation::Outcome::kRefused;
     records_[c.id - 1].errors.push_back(absl::StrCat("query ", c.query->n, " answered ", reply.status.ToString()));
@@ -903,15 +1127,11 @@ absl::Status SessionClients::Replay() {
     }
     std::optional<serialization::CommandEntryValue> command;
     server::SessionTable::Order order = server::SessionTable::Order::kUnknownSession;
-    std::vector<uint64_t> held;
     if (entry.type == EntryType::kCommand) {
       auto c = serialization::DecodeCommandEntry(entry.payload.view());
       if (c.ok() && c->session != 0) {
         command = *c;
         order = sessions.Classify(c->session, c->sequence);
-        if (const SessionState* s = sessions.Find(c->session)) {
-          for (const auto& [sequence, h] : s->held) held.push_back(sequence);
-        }
       }
     }
     replay_->ApplyEntry(entry);
@@ -924,22 +1144,17 @@ absl::Status SessionClients::Replay() {
       }
     }
     if (command) {
-      std::vector<uint64_t> ran;
-      if (order == server::SessionTable::Order::kNext) ran.push_back(command->sequence);
+      // Only the next command of its session runs; a duplicate is answered
+      // from the cache; an early one (ahead of its predecessor: a leader let
+      // it into the log too soon) is refused.
       if (order == server::SessionTable::Order::kDuplicate) ++stats_.duplicates;
-      const SessionState* s = sessions.Find(command->session);
-      for (uint64_t sequence : held) {
-        if (s != nullptr && !s->held.contains(sequence)) {
-          ran.push_back(sequence);
-          ++stats_.held_back;
-        }
-      }
-      for (uint64_t sequence : ran) {
-        if (!ran_at_.emplace(std::make_pair(command->session, sequence), i).second) {
-          return absl::InternalError(absl::StrCat("exactly once: command ", sequence, " of session ", command->session,
-                                                  " ran at index ", ran_at_[{command->session, sequence}],
-                                                  " and again at index ", i));
-        }
+      if (order == server::SessionTable::Order::kEarly) ++stats_.early_refused;
+      if (order == server::SessionTable::Order::kNext &&
+          !ran_at_.emplace(std::make_pair(command->session, command->sequence), i).second) {
+        return absl::InternalError(absl::StrCat("exactly once: command ", command->sequence, " of session ",
+                                                command->session, " ran at index ",
+                                                ran_at_[{command->session, command->sequence}],
+                                                " and again at index ", i));
       }
     }
     if (unregister && sessions.Find(unregister->session) == nullptr) {
@@ -980,12 +1195,11 @@ absl::Status SessionClients::Replay() {
 
 absl::Status SessionClients::CheckReleases() const {
   // What the session layer must keep in the log: open sessions' Register and
-  // latest KeepAlive entries, held-back commands, unacknowledged event batches.
+  // latest KeepAlive entries, unacknowledged event batches.
   std::set<Index> needed;
   for (const auto& [id, s] : replay_->sessions().sessions()) {
     needed.insert(id);
     if (s.keep_alive_index != 0) needed.insert(s.keep_alive_index);
-    for (const auto& [sequence, held] : s.held) needed.insert(held.index);
     for (const EventBatch& b : s.events) needed.insert(b.index);
   }
   const server::ReleaseTracker& tracker = replay_->tracker();
@@ -1046,8 +1260,7 @@ absl::Status SessionClients::CheckClient(const ClientRecord& rec) const {
       continue;
     }
     // A response: in sequence order, after exactly the batches before the
-    // index the command ran at (for a held-back command: the index that let
-    // it run), before every later one.
+    // index the command ran at, before every later one.
     if (d.sequence <= last_sequence || (!options_.bug_new_sequence_on_retry && d.sequence != last_sequence + 1)) {
       return absl::InternalError(
           absl::StrCat(who, ": delivered the response to command ", d.sequence, " after that to ", last_sequence));
@@ -1091,6 +1304,42 @@ absl::Status SessionClients::CheckHistories() {
   }
   for (const ClientRecord& rec : records_) {
     if (absl::Status s = CheckClient(rec); !s.ok()) return s;
+    if (absl::Status s = CheckQueries(rec); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+const char* ConsistencyName(Consistency c) {
+  switch (c) {
+    case Consistency::kLinearizable:
+      return "LINEARIZABLE";
+    case Consistency::kLinearizableLease:
+      return "LINEARIZABLE_LEASE";
+    case Consistency::kSequential:
+      return "SEQUENTIAL";
+  }
+  return "?";
+}
+
+}  // namespace
+
+// A session's query sees its earlier commands (DESIGN.md section 4): every
+// command the client submitted before the query that ran at all ran at or
+// below the index the query read at, at every consistency level.
+absl::Status SessionClients::CheckQueries(const ClientRecord& rec) const {
+  for (const ClientOperation& op : rec.operations) {
+    if (op.kind != ClientOperation::Kind::kQuery || op.outcome != ClientOperation::Outcome::kOk) continue;
+    for (uint64_t sequence = op.sequence; sequence >= 1; --sequence) {
+      auto ran = ran_at_.find({rec.session, sequence});
+      if (ran == ran_at_.end() || ran->second <= op.index) continue;
+      return absl::InternalError(absl::StrCat(
+          "query ordering: client ", rec.id, " (session ", rec.session, "): its query ", op.n, " (",
+          ConsistencyName(op.consistency), ", invoked at t=", op.invoked, "us after command ", op.sequence,
+          ") read the state at index ", op.index, ", but its command ", sequence, ", submitted before it, ran at index ",
+          ran->second));
+    }
   }
   return absl::OkStatus();
 }

@@ -13,7 +13,19 @@
 // are batched into one KeepAlive entry. A client subscribes to its session's
 // events at the server it talks to (ResetEvents: every stored batch after an
 // index is resent); that server then pushes each new batch as it applies it.
-// A crash loses a server's waiters, subscriptions and pending keep-alives.
+// A crash loses a server's waiters, subscriptions, pending keep-alives,
+// sequencer and waiting queries.
+//
+// Commands go through the production server::CommandSequencer, driven as
+// ClientService drives it: one per server, its knowledge tied to the raft
+// term (Reset, holding ones refused "not the leader", when the term changes
+// or the server stops leading); Offer with the session's last applied
+// sequence from the server's runner; what it lets through is proposed in
+// order, and a failed proposal refuses that one and the rest and resets it.
+// Held commands are re-checked (Applied) when the server applies entries and
+// at its duties every heartbeat interval, where Expire refuses those held
+// past the hold timeout (on the world's clock). A client resends a command
+// the sequencer refused, like any other Unavailable/Aborted.
 //
 // Client to server and server to client messages travel with the world's
 // faults while they are on (loss, duplication, delay hence reordering); on
@@ -37,16 +49,30 @@
 //     `previous` is not the last one it has makes it ask for a resend.
 // Everything a client delivers is recorded, for the checks.
 //
-// Queries (ClientOptions::make_query), as ClientService serves a
-// LINEARIZABLE one: only a leader takes it; it asks its raft core for a read
-// index (World::RequestReadAt) and, once that is confirmed and its state
-// machine applied up to it, runs the query on its runner and answers. A
-// server that loses leadership before the confirmation answers Unavailable;
-// a crash loses the query. A client has one query in flight at a time, sent
-// to the server it talks to (a refusal names the leader: the retry goes
-// there); a query refused or unanswered within request_timeout is retried as
-// a new operation (reads change nothing, so that is safe), on another server
-// unless a refusal named one.
+// Queries (ClientOptions::make_query), as ClientService and ApplyLoop serve
+// them. A query carries the sequence of the last command its client
+// submitted before it (those may still be in flight: queries are pipelined
+// after commands) and the highest index its client has seen. LINEARIZABLE:
+// only a leader takes it; it asks its raft core for a read index
+// (World::RequestReadAt). LINEARIZABLE_LEASE: the same, or the leader's
+// lease read index while its lease holds. SEQUENTIAL: any server, with no
+// read index. Then the server waits until it applied max(read index, the
+// client's index) AND the session applied the query's sequence (a session it
+// does not know: until it applied the session's Register), runs the query on
+// its runner and answers with its applied index; one that waits for its
+// session's commands longer than ClientOptions::query_wait is refused
+// Unavailable. A server that loses leadership before the confirmation
+// answers Unavailable; a crash loses the query. A client has one query in
+// flight at a time; each picks its consistency at random with
+// ClientOptions::mixed_consistency (else LINEARIZABLE). LINEARIZABLE ones go
+// to the server the client talks to, SEQUENTIAL ones there or to a random
+// server; a refusal names the leader: the retry goes there. A query refused
+// or unanswered within request_timeout is retried as a new operation (reads
+// change nothing, so that is safe), on another server unless a refusal named
+// one; on Unavailable the client also resends its pending commands, as the
+// real client does when it reconnects. (The real client also completes
+// queries and commands in submission order; this model records a query's
+// answer when it arrives.)
 //
 // For a linearizability check, every client records each operation it
 // issued (ClientRecord::operations): when it was invoked, when the answer
@@ -59,6 +85,10 @@
 //   - each client delivered its responses in sequence order, each exactly
 //     once, each after every batch of an earlier index (its event_index) and
 //     before every later batch;
+//   - every query answered OK read at an index at or above the index where
+//     each of its session's commands submitted before it ran (where the
+//     replay ran it): a session's query sees its earlier commands, at every
+//     consistency level;
 //   - each client delivered exactly the event batches the committed log
 //     publishes to its session (a replay of the longest log on a fresh
 //     runner), once each and in order, across every failover;
@@ -82,6 +112,8 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "caracal/operation.h"
+#include "framework/server/command_sequencer.h"
 #include "framework/server/sessions.h"
 #include "framework/server/state_machine_runner.h"
 #include "tests/sim/sim.h"
@@ -119,10 +151,31 @@ struct ClientOptions {
   // has none in flight), else a command.
   std::function<std::string(std::mt19937_64&, int client, uint64_t n)> make_query;
   double query_share = 0.0;
+  // Off: every query is LINEARIZABLE. On: each query picks LINEARIZABLE,
+  // LINEARIZABLE_LEASE or SEQUENTIAL at random (SEQUENTIAL ones go to the
+  // client's server or a random one; the checks then cannot ask for
+  // linearizability, only for session order).
+  bool mixed_consistency = false;
+  // How long a server lets a query wait for its session's earlier commands
+  // before answering Unavailable (ApplyLoop::SetQueryWaitTimeout). 0: half
+  // the request timeout, so that the client hears the refusal (and resends
+  // its commands) before it gives up on the query itself.
+  Micros query_wait = 0;
+  // The leader's CommandSequencer (as ClientServiceOptions::sequencer).
+  server::CommandSequencerOptions sequencer;
   // A deliberately broken server (for the test that the linearizability
-  // check catches it): any server, leader or not, answers a query at once
-  // from the state it has applied, without a read index.
+  // check catches it): any server, leader or not, answers a query from the
+  // state it has applied, without a read index (nor the client's index; it
+  // still waits for the session's own earlier commands).
   bool bug_stale_reads = false;
+  // A deliberately broken server (for the test that the session-order check
+  // of queries catches it): a query runs as soon as its index is applied,
+  // without waiting for the session's earlier commands (what the servers
+  // did before queries carried a sequence).
+  bool bug_query_ignores_sequence = false;
+  // The control for the sequencer: leaders propose commands as they arrive,
+  // without a CommandSequencer (what ClientService did before b4b5f99).
+  bool skip_sequencer = false;
 };
 
 // One operation a client issued, for a linearizability check.
@@ -139,6 +192,12 @@ struct ClientOperation {
   Micros completed = 0;  // kOk, kRefused, kUnknown: when the client learned it
   Outcome outcome = Outcome::kPending;
   std::string result;  // kOk: the encoded result
+  // A query: its consistency, the sequence of the last command its client
+  // submitted before it (the commands it must see), and, kOk, the applied
+  // index of the server that ran it (the state it read).
+  Consistency consistency = Consistency::kLinearizable;
+  uint64_t sequence = 0;
+  Index index = 0;
 };
 
 // One thing a client handed to its application, in delivery order.
@@ -181,7 +240,9 @@ struct ClientStats {
   uint64_t events_delivered = 0;
   uint64_t retries = 0;
   uint64_t aborted = 0;     // a waiter answered Aborted (its entry replaced)
-  uint64_t held_back = 0;   // in the replayed log: commands that ran when a later entry filled their gap
+  uint64_t sequencer_held = 0;     // commands a leader's CommandSequencer held for a predecessor
+  uint64_t sequencer_refused = 0;  // commands it refused (held too long or too many, replaced, leadership lost)
+  uint64_t early_refused = 0;      // in the replayed log: commands refused as ahead of their predecessor
   uint64_t duplicates = 0;  // in the replayed log: retries answered from the response cache
   uint64_t gaps = 0;        // batches that arrived after a gap
   uint64_t cuts = 0;
@@ -191,6 +252,12 @@ struct ClientStats {
   uint64_t queries_answered = 0;
   uint64_t queries_refused = 0;    // not the leader, or leadership lost before the read index was confirmed
   uint64_t queries_timed_out = 0;
+  // Answered, by consistency (Consistency's order: LINEARIZABLE,
+  // LINEARIZABLE_LEASE, SEQUENTIAL).
+  uint64_t queries_by_level[3] = {0, 0, 0};
+  uint64_t lease_reads = 0;          // LINEARIZABLE_LEASE served from the leader's lease, without a round
+  uint64_t queries_waited = 0;       // reached their index before their session's commands applied
+  uint64_t queries_wait_refused = 0;  // ... and were refused Unavailable after the query wait
 };
 
 class SessionClients : public WorldObserver {
@@ -219,6 +286,8 @@ class SessionClients : public WorldObserver {
   // history against it (see the file comment). The replay stays available.
   absl::Status CheckHistories();
   const server::StateMachineRunner* replay() const { return replay_.get(); }
+  // From the replay: (session, sequence) -> the index the command ran at.
+  const std::map<std::pair<uint64_t, uint64_t>, Index>& ran_at() const { return ran_at_; }
 
   const std::vector<ClientRecord>& records() const { return records_; }
   const ClientStats& stats() const { return stats_; }
@@ -239,9 +308,11 @@ class SessionClients : public WorldObserver {
     int client = 0;
     uint64_t id = 0;
     uint64_t session = 0;
-    uint64_t sequence = 0;          // command
+    uint64_t sequence = 0;          // command; query: the last command submitted before it
     uint64_t command_sequence = 0;  // keep-alive
     Index event_index = 0;          // keep-alive: delivered; reset: resend after
+    Index min_index = 0;            // query: the highest index its client has seen
+    Consistency consistency = Consistency::kLinearizable;  // query
     std::string operation;
   };
   struct Reply {
@@ -269,6 +340,8 @@ class SessionClients : public WorldObserver {
   struct QueryState {
     uint64_t n = 0;
     std::string operation;
+    Consistency consistency = Consistency::kLinearizable;
+    uint64_t sequence = 0;  // the last command submitted before it
     uint64_t request = 0;  // the current attempt's (0: waiting to resend)
     NodeId server = 0;     // where the next attempt goes
     size_t record = 0;     // the current attempt's, in ClientRecord::operations
@@ -297,6 +370,7 @@ class SessionClients : public WorldObserver {
     uint64_t reset_request = 0;
     Index delivered_events = 0;                   // the last batch delivered
     std::map<Index, server::EventBatch> batches;  // received, not delivered: by `previous`
+    Index seen_index = 0;  // the highest index a response carried (a SEQUENTIAL query's minimum)
     uint64_t next_query = 1;
     std::optional<QueryState> query;   // in flight
     std::deque<std::string> queued;    // SubmitQuery: after it
@@ -308,8 +382,34 @@ class SessionClients : public WorldObserver {
   void SendToClient(int client, NodeId from, std::function<void(Client&)> deliver);
   void ScheduleCut();
 
+  // A server's ClientService state for commands: the production sequencer,
+  // and the term its knowledge belongs to (lost in a crash).
+  struct SequencerState {
+    explicit SequencerState(server::CommandSequencerOptions options) : sequencer(options) {}
+    server::CommandSequencer<Request> sequencer;
+    Term term = 0;
+    uint64_t duty_runs = 0;
+  };
+  using Refusals = std::vector<server::CommandSequencer<Request>::Refused>;
+  // A query whose index this server applied, waiting for its session's
+  // earlier commands (ApplyLoop's blocked queries).
+  struct BlockedQuery {
+    Request request;
+    Micros wait_until = 0;
+  };
+
   // Server side (ClientService + ApplyLoop).
   void OnRequest(NodeId server, Request request);
+  // As ClientService::ProposeCommand / ProposeSequenced / SyncSequencerTerm /
+  // SequencerDuties.
+  SequencerState& Sequencer(NodeId server);
+  void OfferCommand(NodeId server, Request request);
+  void SyncSequencerTerm(NodeId server, Refusals* refused);
+  void ProposeSequenced(NodeId server, std::vector<Request> propose, Refusals refused);
+  void SequencerDuties(NodeId server);
+  void PostSequencerDuties(NodeId server);  // soon, outside the world's callbacks
+  void ScheduleServerDuties();              // every server, each heartbeat interval
+  uint64_t AppliedSequence(NodeId server, uint64_t session);
   void Answer(NodeId server, const Request& request, absl::Status status, Index index = 0, Index event_index = 0,
               std::string result = {});
   void FlushKeepAlives(NodeId server);
@@ -318,7 +418,11 @@ class SessionClients : public WorldObserver {
   void Complete(NodeId server, const Waiter& waiter, const absl::StatusOr<Bytes>& result, Index index,
                 Index event_index);
   void ServeQuery(NodeId server, const Request& request);
-  void RunQueries(NodeId server);  // the confirmed reads its runner has applied far enough for
+  void WaitForIndex(NodeId server, Index index, const Request& request);
+  // The queries whose index its runner applied: run those whose session's
+  // commands applied too, refuse those that waited too long (ApplyLoop::RunQueries).
+  void RunQueries(NodeId server);
+  bool TryQuery(NodeId server, BlockedQuery& query);  // false: it goes on waiting
   void RunQuery(NodeId server, const Request& request);  // now, on its runner, and answers
 
   // Client side.
@@ -343,6 +447,7 @@ class SessionClients : public WorldObserver {
   void StartQuery(Client& c, std::string operation);
   void SendQuery(Client& c);
   void RetryQuery(Client& c, ClientOperation::Outcome outcome, NodeId hint);
+  NodeId QueryServer(Client& c, Consistency consistency);
   void OnQueryReply(Client& c, const Reply& reply);
   void Deliver(Client& c);
   void SessionLost(Client& c, const absl::Status& status);
@@ -355,6 +460,7 @@ class SessionClients : public WorldObserver {
   bool Drained() const;
   absl::Status Replay();
   absl::Status CheckClient(const ClientRecord& record) const;
+  absl::Status CheckQueries(const ClientRecord& record) const;
   absl::Status CheckReleases() const;
 
   World* world_;
@@ -366,7 +472,10 @@ class SessionClients : public WorldObserver {
   std::map<NodeId, std::vector<Request>> keep_alive_batch_;  // server -> pending keep-alives
   std::map<NodeId, bool> keep_alive_flush_posted_;
   std::map<NodeId, std::map<uint64_t, int>> subscribers_;  // server -> session -> client
-  std::map<NodeId, std::multimap<Index, Request>> confirmed_reads_;  // server -> read index -> query
+  std::map<NodeId, std::multimap<Index, Request>> queries_;  // server -> index to wait for -> query
+  std::map<NodeId, std::vector<BlockedQuery>> blocked_queries_;  // server -> index reached, session behind
+  std::map<NodeId, SequencerState> sequencers_;              // server -> its ClientService's (while up)
+  std::set<NodeId> duties_posted_;
   std::set<std::pair<int, NodeId>> cut_;                   // (client, server) links down
   std::map<Index, Micros> first_applied_at_;               // Unregister entries: when first applied
   NodeId replayed_from_ = 0;  // the server whose log the replay applied
