@@ -190,7 +190,10 @@ void ApplyLoop::PublishSequences() {
     }
   }
   runner_.ClearSequenced();
+  if (sequence_listener_) sequence_listener_();
 }
+
+void ApplyLoop::SetSequenceListener(std::function<void()> listener) { sequence_listener_ = std::move(listener); }
 
 void ApplyLoop::SetEventSink(EventSink sink) { sink_ = std::move(sink); }
 

@@ -139,6 +139,10 @@ class ApplyLoop {
   // The last sequence `session` applied, as of the last applied batch; 0 if
   // the session is not open (or not yet registered) here. Any thread.
   uint64_t AppliedSequence(uint64_t session) const;
+  // Called on the state machine thread after a batch changed what
+  // AppliedSequence answers (the leader's sequencer may then let held
+  // commands go). Hand it on, never block. Set before Start().
+  void SetSequenceListener(std::function<void()> listener);
   void RoleChanged(raft::Role role, Term term, NodeId leader);
 
   // ---- events ----
@@ -242,6 +246,7 @@ class ApplyLoop {
   int64_t query_wait_us_ = 5'000'000;
   size_t blocked_count_ = 0;  // blocked_.size(), under mu_ (for Stats)
   absl::flat_hash_map<uint64_t, uint64_t> applied_sequences_;  // session -> last applied sequence (under mu_)
+  std::function<void()> sequence_listener_;
   std::deque<RoleEvent> role_events_;
   std::deque<std::pair<Index, int64_t>> commit_times_;  // (commit target, when notified, us)
   bool stopping_ = false;

@@ -57,6 +57,15 @@ void ClientService::Start() {
       });
     });
   }
+  // A held command's predecessor may apply without any waiter here (it was
+  // proposed under an earlier leader): re-check as soon as it does.
+  apply_->SetSequenceListener([this, alive = alive_] {
+    if (holding_.load(std::memory_order_relaxed)) {
+      inbox_.Post([this, alive] {
+        if (*alive) ReleaseHeld();
+      });
+    }
+  });
   ScheduleDuties();
 }
 
@@ -172,22 +181,30 @@ void ClientService::ProposeSequenced() {
     for (auto& r : refused_) Respond(r.item.connection, r.item.request_id, r.status);
     refused_.clear();
   }
+  holding_.store(sequencer_.held() > 0, std::memory_order_relaxed);
   if (any) FlushSoon();
+}
+
+void ClientService::ReleaseHeld() {
+  if (!IsLeader() || sequencer_.held() == 0) return;
+  SyncSequencerTerm();
+  for (uint64_t session : sequencer_.HoldingSessions()) {
+    sequencer_.Applied(session, apply_->AppliedSequence(session), &to_propose_);
+  }
+  ProposeSequenced();
 }
 
 void ClientService::SequencerDuties() {
   if (!IsLeader()) {
     sequencer_.Reset(NotLeader(), &refused_);
     sequencer_term_ = 0;
-  } else {
-    SyncSequencerTerm();
-    for (uint64_t session : sequencer_.HoldingSessions()) {
-      sequencer_.Applied(session, apply_->AppliedSequence(session), &to_propose_);
-    }
-    sequencer_.Expire(SteadyMicros(), &refused_);
-    // Now and then, forget sessions whose commands all applied.
-    if (++duty_runs_ % 32 == 0) sequencer_.Prune([&](uint64_t session) { return apply_->AppliedSequence(session); });
+    ProposeSequenced();
+    return;
   }
+  ReleaseHeld();
+  sequencer_.Expire(SteadyMicros(), &refused_);
+  // Now and then, forget sessions whose commands all applied.
+  if (++duty_runs_ % 32 == 0) sequencer_.Prune([&](uint64_t session) { return apply_->AppliedSequence(session); });
   ProposeSequenced();
 }
 

@@ -45,6 +45,7 @@
 // callbacks, which queue their work for it in an IoInbox (one wake-up per
 // applied batch, and responses and events stay in apply order).
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <memory>
@@ -112,6 +113,8 @@ class ClientService {
   void SyncSequencerTerm();
   // Re-checks held commands against what was applied; refuses stale ones.
   void SequencerDuties();
+  // Proposes the held commands that what was applied lets go.
+  void ReleaseHeld();
   // A routed outcome (a command's) arrived on the io thread.
   void OnRoutedOutcome(RoutedOutcome& routed);
   // Runs `fn` on the io thread later, unless the service stopped.
@@ -140,6 +143,9 @@ class ClientService {
   std::vector<serialization::MemberValue> member_list_;
   CommandSequencer<SequencedCommand> sequencer_;
   Term sequencer_term_ = 0;
+  // sequencer_.held() > 0, for the state machine thread: only then does an
+  // applied batch wake the io thread to re-check (ReleaseHeld).
+  std::atomic<bool> holding_{false};
   uint64_t duty_runs_ = 0;
   std::vector<SequencedCommand> to_propose_;  // reused
   std::vector<CommandSequencer<SequencedCommand>::Refused> refused_;  // reused
