@@ -321,6 +321,94 @@ uint64_t AbandonedSession(const std::string& leader_address, uint64_t timeout_ms
   return result != nullptr ? result->session : 0;
 }
 
+// A raw protocol connection to one server: requests go out as given (no
+// client library reordering or retrying), responses are collected by id.
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& address) : conn_(io_, "caracal") {
+    connected_ = conn_.Connect(address);
+    conn_.SetResponseHandler([this](serialization::ClientResponseValue r) {
+      std::lock_guard lock(mu_);
+      responses_[r.request_id] = std::move(r);
+      cv_.notify_all();
+    });
+    thread_ = std::thread([this] { io_.run_for(std::chrono::seconds(60)); });
+  }
+  ~RawConnection() {
+    boost::asio::post(io_, [this] {
+      conn_.Close();
+      io_.stop();
+    });
+    thread_.join();
+  }
+  void Send(uint64_t id, serialization::ClientRequestBody body) {
+    boost::asio::post(io_, [this, id, body = std::move(body)]() mutable {
+      EXPECT_TRUE(conn_.Send({id, std::move(body)}).ok());
+    });
+  }
+  // The response to request `id` (a default one after 20 s without it).
+  serialization::ClientResponseValue Wait(uint64_t id) {
+    std::unique_lock lock(mu_);
+    bool got = cv_.wait_for(lock, std::chrono::seconds(20), [&] { return responses_.contains(id); });
+    EXPECT_TRUE(got) << "no response to request " << id;
+    return got ? responses_[id] : serialization::ClientResponseValue{};
+  }
+
+ private:
+  boost::asio::io_context io_;
+  client::ClientConnection conn_;
+  std::future<absl::Status> connected_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<uint64_t, serialization::ClientResponseValue> responses_;
+  std::thread thread_;
+};
+
+// DESIGN.md section 4 / Copycat: the leader sequences a session's commands
+// before they enter the log. Command 2 arrives first; it waits for command 1,
+// and both run at their own, increasing, indexes.
+TEST(ClientTest, TheLeaderPutsAnEarlyCommandIntoTheLogAfterItsPredecessor) {
+  TcpCluster cluster;
+  NodeId leader = cluster.WaitForLeader();
+  ASSERT_NE(leader, 0u);
+  RawConnection raw(cluster.address(leader));
+  raw.Send(1, serialization::RegisterRequest{"raw", 10'000});
+  auto registered = raw.Wait(1);
+  ASSERT_TRUE(registered.status.ok()) << registered.status;
+  uint64_t session = std::get<serialization::RegisterResult>(registered.body).session;
+  auto add = [](int64_t amount, uint64_t id) { return Bytes(codec::EncodeOperation(Add{.amount = amount, .id = id})); };
+  raw.Send(2, serialization::CommandRequest{session, 2, add(10, 2), 0});
+  raw.Send(3, serialization::CommandRequest{session, 1, add(1, 1), 0});
+  auto second = raw.Wait(2), first = raw.Wait(3);
+  ASSERT_TRUE(first.status.ok()) << first.status;
+  ASSERT_TRUE(second.status.ok()) << second.status;
+  const auto& r1 = std::get<serialization::CommandResult>(first.body);
+  const auto& r2 = std::get<serialization::CommandResult>(second.body);
+  EXPECT_LT(r1.index, r2.index) << "command 2 must enter the log after command 1";
+  EXPECT_EQ(*codec::DecodeResult<Add>(r1.result.view()), 1);
+  EXPECT_EQ(*codec::DecodeResult<Add>(r2.result.view()), 11);
+}
+
+// A command whose predecessor never reaches the leader is not held forever:
+// it is refused, retryably, so the client resends its pending commands.
+TEST(ClientTest, AnEarlyCommandWhosePredecessorNeverArrivesIsRefusedInBoundedTime) {
+  TcpCluster cluster;
+  NodeId leader = cluster.WaitForLeader();
+  ASSERT_NE(leader, 0u);
+  RawConnection raw(cluster.address(leader));
+  raw.Send(1, serialization::RegisterRequest{"raw", 10'000});
+  auto registered = raw.Wait(1);
+  ASSERT_TRUE(registered.status.ok()) << registered.status;
+  uint64_t session = std::get<serialization::RegisterResult>(registered.body).session;
+  raw.Send(2, serialization::CommandRequest{session, 5, Bytes(codec::EncodeOperation(Add{.amount = 1, .id = 5})), 0});
+  auto refused = raw.Wait(2);
+  EXPECT_TRUE(absl::IsUnavailable(refused.status)) << refused.status;
+  EXPECT_NE(refused.status.message().find("arrived before command 1"), std::string::npos) << refused.status;
+  auto applications = cluster.server(leader)->Submit(Applications{.id = 5});
+  ASSERT_TRUE(applications.ok()) << applications.status();
+  EXPECT_EQ(*applications, 0u) << "it never ran";
+}
+
 TEST(ClientTest, AnAbandonedSessionExpiresInAnIdleClusterWhileLiveOnesSurviveALeaderChange) {
   TcpCluster cluster;
   NodeId leader = cluster.WaitForLeader();
