@@ -161,7 +161,7 @@ void ApplyLoop::QueryOutcome(uint64_t session, uint64_t sequence, std::string op
       done(Outcome{absl::UnavailableError("server stopped"), 0, 0});
       return;
     }
-    queries_.emplace(min_index, PendingQuery{session, sequence, std::move(operation), std::move(done), 0});
+    queries_.emplace(min_index, PendingQuery{session, sequence, std::move(operation), std::move(done), 0, 0});
   }
   wake_.notify_one();
 }
@@ -440,6 +440,7 @@ void ApplyLoop::RunQueries() {
       if (queries_.empty() || queries_.begin()->first > runner_.applied()) break;
       q = std::move(queries_.begin()->second);
       queries_.erase(queries_.begin());
+      q.since = now;
       q.wait_until = now + query_wait_us_;
     }
     if (!TryQuery(q, now)) blocked_.push_back(std::move(q));
@@ -457,7 +458,7 @@ bool ApplyLoop::TryQuery(PendingQuery& q, int64_t now) {
   }
   if (now < q.wait_until) return false;
   q.done(Outcome{absl::UnavailableError(absl::StrCat(
-                     "the query waited ", (now - q.wait_until + query_wait_us_) / 1000, " ms for command ",
+                     "the query waited ", (now - q.since) / 1000, " ms for command ",
                      q.sequence, " of session ", q.session, ", submitted before it, which this server has not applied (",
                      s != nullptr ? absl::StrCat("it applied up to command ", s->last_sequence)
                                   : absl::StrCat("it does not know the session yet; applied index ", runner_.applied()),

@@ -194,6 +194,7 @@ class ApplyLoop {
     uint64_t sequence = 0;  // the session's commands it must see
     std::string operation;
     OutcomeCallback done;
+    int64_t since = 0;       // when its index was reached (steady us)
     int64_t wait_until = 0;  // blocked on its session's commands until (steady us)
   };
   struct Subscription {
