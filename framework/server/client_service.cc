@@ -151,9 +151,13 @@ void ClientService::ProposeCommand(ConnectionId c, uint64_t id, const CommandReq
   ProposeSequenced();
 }
 
-void ClientService::ProposeSequenced() {
+void ClientService::AnswerRefused() {
   for (auto& r : refused_) Respond(r.item.connection, r.item.request_id, r.status);
   refused_.clear();
+}
+
+void ClientService::ProposeSequenced() {
+  AnswerRefused();
   bool failed = false;
   for (SequencedCommand& p : to_propose_) {
     if (failed) {
@@ -178,8 +182,7 @@ void ClientService::ProposeSequenced() {
   to_propose_.clear();
   if (failed) {
     sequencer_.Reset(NotLeader(), &refused_);
-    for (auto& r : refused_) Respond(r.item.connection, r.item.request_id, r.status);
-    refused_.clear();
+    AnswerRefused();
   }
   holding_.store(sequencer_.held() > 0, std::memory_order_relaxed);
   if (any) FlushSoon();

@@ -109,6 +109,7 @@ class ClientService {
   void ProposeCommand(ConnectionId connection, uint64_t request_id, const serialization::CommandRequest& command);
   // Proposes what the sequencer let through and answers what it refused.
   void ProposeSequenced();
+  void AnswerRefused();
   // A new term (or leadership lost): the sequencer forgets what it knew.
   void SyncSequencerTerm();
   // Re-checks held commands against what was applied; refuses stale ones.
