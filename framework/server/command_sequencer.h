@@ -118,7 +118,10 @@ class CommandSequencer {
   // Refuses what was held since before now - hold_timeout.
   void Expire(int64_t now, std::vector<Refused>* refuse) {
     if (held_ == 0) return;
-    for (auto& [session, s] : sessions_) {
+    // In session order, not hash order: what is refused first must not
+    // differ between runs (the simulator replays from its seed).
+    for (uint64_t session : HoldingSessions()) {
+      State& s = sessions_[session];
       for (auto it = s.held.begin(); it != s.held.end();) {
         if (now - it->second.since < options_.hold_timeout_us) {
           ++it;
@@ -136,8 +139,8 @@ class CommandSequencer {
   // Leadership was lost or a new term began: forgets what was logged and
   // refuses everything held with `why`.
   void Reset(const absl::Status& why, std::vector<Refused>* refuse) {
-    for (auto& [session, s] : sessions_) {
-      for (auto& [sequence, h] : s.held) refuse->push_back(Refused{std::move(h.item), why});
+    for (uint64_t session : HoldingSessions()) {
+      for (auto& [sequence, h] : sessions_[session].held) refuse->push_back(Refused{std::move(h.item), why});
     }
     sessions_.clear();
     held_ = 0;
