@@ -346,6 +346,14 @@ class RawConnection {
       EXPECT_TRUE(conn_.Send({id, std::move(body)}).ok());
     });
   }
+  // Registers a session (request `id`); its id, or 0 if it failed.
+  uint64_t Register(uint64_t id) {
+    Send(id, serialization::RegisterRequest{"raw", 10'000});
+    auto registered = Wait(id);
+    const auto* result = std::get_if<serialization::RegisterResult>(&registered.body);
+    EXPECT_TRUE(registered.status.ok() && result != nullptr) << registered.status;
+    return result != nullptr ? result->session : 0;
+  }
   // The response to request `id` (a default one after 20 s without it).
   serialization::ClientResponseValue Wait(uint64_t id) {
     std::unique_lock lock(mu_);
@@ -364,6 +372,8 @@ class RawConnection {
   std::thread thread_;
 };
 
+Bytes AddBytes(int64_t amount, uint64_t id) { return Bytes(codec::EncodeOperation(Add{.amount = amount, .id = id})); }
+
 // DESIGN.md section 4 / Copycat: the leader sequences a session's commands
 // before they enter the log. Command 2 arrives first; it waits for command 1,
 // and both run at their own, increasing, indexes.
@@ -372,13 +382,10 @@ TEST(ClientTest, TheLeaderPutsAnEarlyCommandIntoTheLogAfterItsPredecessor) {
   NodeId leader = cluster.WaitForLeader();
   ASSERT_NE(leader, 0u);
   RawConnection raw(cluster.address(leader));
-  raw.Send(1, serialization::RegisterRequest{"raw", 10'000});
-  auto registered = raw.Wait(1);
-  ASSERT_TRUE(registered.status.ok()) << registered.status;
-  uint64_t session = std::get<serialization::RegisterResult>(registered.body).session;
-  auto add = [](int64_t amount, uint64_t id) { return Bytes(codec::EncodeOperation(Add{.amount = amount, .id = id})); };
-  raw.Send(2, serialization::CommandRequest{session, 2, add(10, 2), 0});
-  raw.Send(3, serialization::CommandRequest{session, 1, add(1, 1), 0});
+  uint64_t session = raw.Register(/*request_id=*/1);
+  ASSERT_NE(session, 0u);
+  raw.Send(2, serialization::CommandRequest{session, 2, AddBytes(10, 2), 0});
+  raw.Send(3, serialization::CommandRequest{session, 1, AddBytes(1, 1), 0});
   auto second = raw.Wait(2), first = raw.Wait(3);
   ASSERT_TRUE(first.status.ok()) << first.status;
   ASSERT_TRUE(second.status.ok()) << second.status;
@@ -396,11 +403,9 @@ TEST(ClientTest, AnEarlyCommandWhosePredecessorNeverArrivesIsRefusedInBoundedTim
   NodeId leader = cluster.WaitForLeader();
   ASSERT_NE(leader, 0u);
   RawConnection raw(cluster.address(leader));
-  raw.Send(1, serialization::RegisterRequest{"raw", 10'000});
-  auto registered = raw.Wait(1);
-  ASSERT_TRUE(registered.status.ok()) << registered.status;
-  uint64_t session = std::get<serialization::RegisterResult>(registered.body).session;
-  raw.Send(2, serialization::CommandRequest{session, 5, Bytes(codec::EncodeOperation(Add{.amount = 1, .id = 5})), 0});
+  uint64_t session = raw.Register(/*request_id=*/1);
+  ASSERT_NE(session, 0u);
+  raw.Send(2, serialization::CommandRequest{session, 5, AddBytes(1, 5), 0});
   auto refused = raw.Wait(2);
   EXPECT_TRUE(absl::IsUnavailable(refused.status)) << refused.status;
   EXPECT_NE(refused.status.message().find("arrived before command 1"), std::string::npos) << refused.status;
